@@ -1,0 +1,1 @@
+"""I/O-free core: permission catalogue, API-version policies, access decisions, resource schemas."""

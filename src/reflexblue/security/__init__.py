@@ -1,0 +1,1 @@
+"""Passwords, tokens and signing keys, login throttling, and the request principal."""
