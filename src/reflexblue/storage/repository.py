@@ -157,6 +157,11 @@ def find_user(session: Session, username: str) -> User | None:
     return session.scalars(select(User).where(User.username_key == normalise_username(username))).one_or_none()
 
 
+def find_user_by_key(session: Session, username_key: str) -> User | None:
+    """Find a user by an already normalised username."""
+    return session.scalars(select(User).where(User.username_key == username_key)).one_or_none()
+
+
 def get_user(session: Session, username: str) -> User:
     user = find_user(session, username)
     if user is None:

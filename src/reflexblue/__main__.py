@@ -1,0 +1,5 @@
+"""Allow ``python -m reflexblue``."""
+
+from reflexblue.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP adapters: security endpoints, v1/v2 routers, generic resource routes, problem responses."""

@@ -1,0 +1,97 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import Litestar, Request, Response
+from litestar.concurrency import sync_to_thread
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from reflexblue import __version__
+from reflexblue.api.administrations import administrations_router
+from reflexblue.api.health import healthz, jwks, readyz
+from reflexblue.api.problems import (
+    Problem,
+    ProblemDetail,
+    handle_domain_error,
+    handle_http_exception,
+    handle_internal_error,
+    handle_problem,
+    problem_response,
+)
+from reflexblue.api.resources import resource_router
+from reflexblue.api.runtime import Runtime
+from reflexblue.api.security_routes import login, logout, permissions
+from reflexblue.bootstrap import prepare
+from reflexblue.domain.access import ApiVersion
+from reflexblue.domain.errors import ReflexBlueError
+from reflexblue.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def handle_schema_error(request: Request, exc: msgspec.ValidationError) -> Response[ProblemDetail]:
+    return problem_response(
+        Problem(422, "invalid-request", "Invalid request", "The request body does not match the schema.",
+                errors=[{"message": str(exc)[:300], "in": "body"}]),
+        request,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the application; the database is migrated and the caches loaded at startup."""
+    settings = settings or Settings.from_env()
+
+    async def start(app: Litestar) -> None:
+        database = await sync_to_thread(prepare, settings)
+        app.state.runtime = await sync_to_thread(Runtime.start, settings, database)
+        log.info("reflexblue server ready (database %s)", database.describe())
+
+    async def stop(app: Litestar) -> None:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        if runtime is not None:
+            runtime.database.dispose()
+
+    openapi = OpenAPIConfig(
+        title="ReflexBlue External API",
+        version=__version__,
+        description="Log in at POST /api/security/login, then send 'Authorization: Bearer <token>'. "
+        "Errors are RFC 9457 problem details (application/problem+json).",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "BearerToken": SecurityScheme(
+                    type="http", scheme="bearer", bearer_format="JWT",
+                    description="The token from POST /api/security/login.",
+                )
+            }
+        ),
+    )
+    return Litestar(
+        route_handlers=[
+            login, logout, permissions, healthz, readyz, jwks,
+            administrations_router(ApiVersion.V1), administrations_router(ApiVersion.V2),
+            resource_router(ApiVersion.V1), resource_router(ApiVersion.V2),
+        ],
+        on_startup=[start],
+        on_shutdown=[stop],
+        openapi_config=openapi,
+        exception_handlers={
+            Problem: handle_problem,
+            HTTPException: handle_http_exception,
+            msgspec.ValidationError: handle_schema_error,
+            ReflexBlueError: handle_domain_error,
+            Exception: handle_internal_error,
+        },
+        response_cache_config=ResponseCacheConfig(),
+        request_max_body_size=1024 * 1024,
+        debug=False,
+        logging_config=None,
+    )

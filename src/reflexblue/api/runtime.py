@@ -1,0 +1,105 @@
+"""The per-process runtime: settings, database, keys, tokens, throttle and access caches."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from reflexblue.security.keys import KeySet
+from reflexblue.security.passwords import Passwords
+from reflexblue.security.principal import AccessState
+from reflexblue.security.throttle import DatabaseThrottleStore, LoginThrottle, Policy
+from reflexblue.security.tokens import Tokens
+from reflexblue.settings import Settings
+from reflexblue.storage.database import Database
+from reflexblue.storage.models import Administration
+from reflexblue.storage.repository import get_environment
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    passwords: Passwords
+    keys: KeySet
+    tokens: Tokens
+    access: AccessState
+    throttle: LoginThrottle
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    #: administration code -> (id, name), reloaded with the access caches
+    administrations: dict[str, tuple[str, str]]
+
+    @classmethod
+    def start(cls, settings: Settings, database: Database) -> Runtime:
+        """Load keys and caches from a migrated database; blocking."""
+        with database.read() as session:
+            environment = get_environment(session)
+            issuer = settings.token_issuer or f"urn:reflexblue:{environment.environment_id}"
+        keys = KeySet(settings.token_algorithm, settings.secret_key, settings.token_lifetime, settings.token_leeway)
+        tokens = Tokens(settings, keys, issuer)
+        access = AccessState(database, keys, tokens, settings.access_refresh_interval)
+        throttle = LoginThrottle(
+            DatabaseThrottleStore(database),
+            Policy(settings.throttle_user_failures, settings.throttle_base_delay, settings.throttle_max_delay,
+                   settings.throttle_window),
+            Policy(settings.throttle_address_failures, settings.throttle_base_delay, settings.throttle_max_delay,
+                   settings.throttle_window),
+        )
+        runtime = cls(
+            settings=settings,
+            database=database,
+            passwords=Passwords(settings),
+            keys=keys,
+            tokens=tokens,
+            access=access,
+            throttle=throttle,
+            trusted_proxies=_parse_networks(settings.trusted_proxies),
+            administrations={},
+        )
+        runtime.refresh(force=True)
+        return runtime
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Pick up changes made by other processes; blocking, cheap when nothing changed."""
+        before = self.access.epoch
+        self.access.refresh(force=force)
+        if force or self.access.epoch != before or not self.administrations:
+            with self.database.read() as session:
+                rows = session.execute(select(Administration.code, Administration.id, Administration.name)).all()
+            self.administrations = {code: (admin_id, name) for code, admin_id, name in rows}
+
+    def client_address(self, peer: str | None, forwarded_for: str | None) -> str:
+        """Return the client address, read from X-Forwarded-For only when the peer is a trusted proxy."""
+        address = peer or "unknown"
+        if not forwarded_for or not self.trusted_proxies or not self._trusted(address):
+            return address
+        for hop in reversed([part.strip() for part in forwarded_for.split(",")][:20]):
+            if not self._trusted(hop):
+                return hop[:64]
+        return address
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+
+def _parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    from reflexblue.settings import SettingsError
+
+    networks = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"invalid REFLEXBLUE_TRUSTED_PROXIES entry {part!r}: use addresses or networks such as 10.0.0.0/8"
+            ) from None
+    return tuple(networks)
