@@ -118,7 +118,7 @@ def handle_problem(request: Request[Any, Any, Any], exc: Problem) -> Response[Pr
 
 
 _STATUS_KINDS = {
-    400: ("bad-request", "Bad request"),
+    400: ("invalid-request", "Invalid request"),
     401: ("unauthorized", "Unauthorized"),
     403: ("forbidden", "Forbidden"),
     404: ("not-found", "Not found"),
