@@ -37,7 +37,7 @@ _ROLES: dict[str, list[str]] = {
 
 @dataclass(frozen=True, slots=True)
 class DemoUser:
-    """A demo login, with what the banner tells about it."""
+    """A demo login and the banner's description of its access."""
 
     username: str
     password: str
@@ -166,7 +166,7 @@ def demo_spec() -> ProvisioningSpec:
 
 @dataclass(frozen=True, slots=True)
 class DemoInstallation:
-    """What installing the demo changed."""
+    """Counts of the changes made by installing the demo."""
 
     summary: ApplySummary
     records_created: int

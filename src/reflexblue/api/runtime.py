@@ -58,6 +58,7 @@ class Runtime:
             trusted_proxies=_parse_networks(settings.trusted_proxies),
             administrations={},
         )
+        runtime.passwords.warm_up()
         runtime.refresh(force=True)
         return runtime
 

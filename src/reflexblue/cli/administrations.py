@@ -135,7 +135,7 @@ def administrations_delete(state: CliState, code: str, yes: bool) -> None:
     with database.read() as session:
         roles, records = _count_contents(session, lookup.administration(session, code))
     if not yes:
-        # Asked outside the write transaction, so that waiting for an answer locks nothing.
+        # Confirm outside the write transaction, so that waiting for the operator locks nothing.
         click.confirm(f"Delete administration {code!r} with {roles} roles and {records} records?", abort=True, err=True)
     with database.write() as session:
         roles, records = _count_contents(session, lookup.administration(session, code))

@@ -1,4 +1,4 @@
-"""Look up named entities for a command, with errors that say how to find the right name."""
+"""Look up named entities for a command; a missing one raises CommandError naming the command that lists them."""
 
 from __future__ import annotations
 

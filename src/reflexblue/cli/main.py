@@ -47,7 +47,7 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
 def migrate_command(state: CliState) -> None:
     """Apply pending database migrations and print the schema revision."""
     database = state.database()
-    with database.write_engine.connect() as connection:
+    with database.engine.connect() as connection:
         revision = MigrationContext.configure(connection).get_current_revision()
     say(f"Database {database.describe()} is at schema revision {revision}.")
 

@@ -105,7 +105,9 @@ def roles_delete(state: CliState, administration: str, name: str, yes: bool) -> 
     database = state.database()
     with database.read() as session:
         role = lookup.role(session, administration, name)
-        holders = session.scalar(select(func.count()).select_from(RoleAssignment).where(RoleAssignment.role_id == role.id))
+        holders = session.scalar(
+            select(func.count()).select_from(RoleAssignment).where(RoleAssignment.role_id == role.id)
+        )
     if not yes:
         click.confirm(f"Delete role {name!r} of administration {administration!r}, held by {holders} users?",
                       abort=True, err=True)
@@ -140,14 +142,14 @@ def _change_permissions(state: CliState, administration: str, role_name: str, ke
     with state.database().write() as session:
         role = lookup.role(session, administration, role_name)
         current = set(repository.role_permissions(session, role))
-        wanted = current | set(keys) if add else current - set(keys)
-        changed = repository.set_role_permissions(session, role, sorted(wanted), actor=state.actor)
+        updated = current | set(keys) if add else current - set(keys)
+        changed = repository.set_role_permissions(session, role, sorted(updated), actor=state.actor)
         display = role.name
-    held = ", ".join(sorted(wanted)) or "no permissions"
+    listing = ", ".join(sorted(updated)) or "no permissions"
     if changed:
-        say(f"Role {display!r} of administration {administration!r} now holds: {held}.")
+        say(f"Role {display!r} of administration {administration!r} now holds: {listing}.")
     else:
-        say(f"Role {display!r} of administration {administration!r} already holds: {held}; nothing changed.")
+        say(f"Role {display!r} of administration {administration!r} already holds: {listing}; nothing changed.")
 
 
 @roles.command("assign")

@@ -44,7 +44,7 @@ def serve_forever(state: CliState, *, host: str, port: int, workers: int) -> Non
     event("server.starting", database=database.describe(), host=host, port=port, workers=workers,
           token_lifetime=settings.token_lifetime, revoke_on_logout=settings.revoke_on_logout)
     database.dispose()
-    if not os.environ.get(PREFIX + "SECRET_KEY"):
+    if not settings.secret_key:
         event("server.secret_key_unset", logging.WARNING,
               detail="private signing keys are stored unencrypted in the database: set REFLEXBLUE_SECRET_KEY "
                      "from a secret store to encrypt new keys, then run 'reflexblue keys rotate'")
@@ -96,7 +96,7 @@ def _client_host(host: str) -> str:
 
 
 def demo_banner(base_url: str) -> str:
-    """Return the text that tells a demo user how to log in and make a first call."""
+    """Return the demo banner: every demo login, and curl commands that log in and make a first call."""
     lines = [
         "",
         "ReflexBlue External API demo",

@@ -6,6 +6,7 @@ history. They come from a hidden prompt or, with ``--password-stdin``, from stan
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 import click
@@ -33,7 +34,7 @@ password_source_option = click.option(
 def read_new_password(from_stdin: bool) -> str:
     """Read a new password from stdin or a hidden prompt and check it against the password policy."""
     if from_stdin:
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
         if text.endswith("\r\n"):
             text = text[:-2]
         elif text.endswith("\n"):
@@ -113,7 +114,9 @@ def users_list(state: CliState, as_json: bool) -> None:
 @click.option("--inactive", is_flag=True, help="Create the user inactive, so it cannot log in yet.")
 @click.option("--external-seat", is_flag=True, help="Link the user to one of the plan's External seats.")
 @pass_state
-def users_create(state: CliState, username: str, password_from_stdin: bool, inactive: bool, external_seat: bool) -> None:
+def users_create(
+    state: CliState, username: str, password_from_stdin: bool, inactive: bool, external_seat: bool
+) -> None:
     """Create user USERNAME; the password is read from a hidden prompt or standard input."""
     # Check the name before asking for a password, so a typo costs no typing.
     try:

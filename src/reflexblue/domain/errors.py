@@ -23,10 +23,10 @@ class UnknownPermissionError(ValidationError):
 class NotFoundError(ReflexBlueError):
     """A named entity (administration, user, role, key, record) does not exist."""
 
-    def __init__(self, kind: str, name: str) -> None:
+    def __init__(self, kind: str, name: str, context: str = "") -> None:
         self.kind = kind
         self.name = name
-        super().__init__(f"{kind} {name!r} not found")
+        super().__init__(f"{kind} {name!r} {context + ' ' if context else ''}not found")
 
 
 class ConflictError(ReflexBlueError):

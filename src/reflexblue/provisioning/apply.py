@@ -32,7 +32,7 @@ from reflexblue.storage.database import Database
 from reflexblue.storage.models import Role, User
 
 _SUMMARY_LABELS = {
-    "plan_changed": "plan External seats changed",
+    "plan_changed": "plan changes (External seats)",
     "administrations_created": "administrations created",
     "administrations_renamed": "administrations renamed",
     "roles_created": "roles created",
@@ -72,8 +72,8 @@ class ApplySummary:
         return asdict(self)
 
     def describe(self) -> list[str]:
-        """Return one human-readable line per non-zero count, such as ``2 users created``."""
-        return [f"{count} {_SUMMARY_LABELS[name]}" for name, count in asdict(self).items() if count]
+        """Return one human-readable line per non-zero count, such as ``users created: 2``."""
+        return [f"{_SUMMARY_LABELS[name]}: {count}" for name, count in asdict(self).items() if count]
 
 
 class _DryRunRollback(Exception):

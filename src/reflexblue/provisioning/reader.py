@@ -47,7 +47,7 @@ class ProvisioningError(ValidationError):
 
 @dataclass(frozen=True, slots=True)
 class RoleSpec:
-    """A role of an administration; ``permissions`` holds catalogue keys, or None to keep them as they are."""
+    """A role of an administration; ``permissions`` contains catalogue keys, or None to keep them as they are."""
 
     location: str
     name: str
@@ -185,8 +185,10 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a decimal number"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):

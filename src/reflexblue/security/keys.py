@@ -100,6 +100,8 @@ def retire_key(session: Session, kid: str, *, actor: str) -> None:
     key = session.get(SigningKey, kid)
     if key is None:
         raise NotFoundError("signing key", kid)
+    if key.state == RETIRED:
+        return
     if key.state == ACTIVE:
         raise ValidationError(
             f"key {kid!r} is the active signing key: run `reflexblue keys rotate` first, then retire it"

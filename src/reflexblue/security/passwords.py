@@ -7,6 +7,7 @@ so an unknown user costs the same time as a wrong password.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -38,7 +39,15 @@ class Passwords:
             salt_len=16,
             type=Type.ID,
         )
-        self._dummy_hash = self._hasher.hash("reflexblue-dummy-password-for-unknown-users")
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        """A hash with the current parameters, verified in place of an unknown user's hash."""
+        return self._hasher.hash("reflexblue-dummy-password-for-unknown-users")
+
+    def warm_up(self) -> None:
+        """Compute the dummy hash now, so the first login with an unknown username costs no more than others."""
+        _ = self._dummy_hash
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)

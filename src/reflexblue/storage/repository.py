@@ -18,7 +18,13 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from reflexblue.domain.errors import ConflictError, NotFoundError, SeatLimitError, ValidationError
+from reflexblue.domain.errors import (
+    ConflictError,
+    NotFoundError,
+    SeatLimitError,
+    UnknownPermissionError,
+    ValidationError,
+)
 from reflexblue.domain.permissions import BY_KEY
 from reflexblue.domain.resources import CODE_PATTERN
 from reflexblue.domain.usernames import normalise_username, validate_username
@@ -296,7 +302,7 @@ def get_role(session: Session, administration_code: str, name: str) -> Role:
     administration = get_administration(session, administration_code)
     role = find_role(session, administration, name)
     if role is None:
-        raise NotFoundError("role", f"{name} (administration {administration_code})")
+        raise NotFoundError("role", name, f"in administration {administration_code!r}")
     return role
 
 
@@ -322,6 +328,7 @@ def create_role(session: Session, administration_code: str, name: str, *, actor:
     session.add(role)
     session.flush()
     audit(session, "role.created", actor, administration=administration_code, detail={"role": name})
+    bump_access_epoch(session)
     return role
 
 
@@ -338,7 +345,7 @@ def set_role_permissions(session: Session, role: Role, keys: list[str], *, actor
     """Make the role hold exactly ``keys``; returns whether anything changed."""
     for key in keys:
         if key not in BY_KEY:
-            raise ValidationError(f"unknown permission {key!r}")
+            raise UnknownPermissionError(key)
     current = set(role_permissions(session, role))
     wanted = set(keys)
     if current == wanted:

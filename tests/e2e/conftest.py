@@ -1,0 +1,102 @@
+"""Fixtures of the end-to-end tests: databases, server deployments, seeded users and HTTP clients.
+
+The database is a fresh SQLite file per deployment unless ``REFLEXBLUE_TEST_DATABASE=postgresql``,
+in which case each deployment gets a fresh PostgreSQL database on 127.0.0.1:5432, dropped at the
+end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from .support import (
+    ApiUser,
+    DatabaseFactory,
+    Deployment,
+    launch_deployment,
+    stop_and_check,
+)
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(os.environ.get("REFLEXBLUE_TEST_DATABASE", "sqlite"),
+                              tmp_path_factory.mktemp("databases"))
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def launch(databases: DatabaseFactory) -> Iterator[Callable[..., Deployment]]:
+    """Return a function that starts a deployment with extra settings; all are stopped at session end.
+
+    Module fixtures that need special settings call it and stop their deployment themselves.
+    """
+    started: list[Deployment] = []
+
+    def launch_with(extra_env: dict[str, str] | None = None, *, fast_argon2: bool = True) -> Deployment:
+        deployment = launch_deployment(databases, extra_env, fast_argon2=fast_argon2)
+        started.append(deployment)
+        return deployment
+
+    yield launch_with
+    for deployment in started:
+        deployment.stop()
+
+
+@pytest.fixture(scope="session")
+def deployment(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
+    """The shared server with default settings (apart from fast argon2 and a high per-address limit)."""
+    shared = launch()
+    yield shared
+    stop_and_check(shared)
+
+
+@pytest.fixture(scope="session")
+def acme(deployment: Deployment) -> str:
+    """An administration of the shared deployment that most authorisation tests use."""
+    return deployment.seed.administration("acme", "Acme Wholesale")
+
+
+@pytest.fixture(scope="session")
+def globex(deployment: Deployment) -> str:
+    """A second administration of the shared deployment, for isolation tests."""
+    return deployment.seed.administration("globex", "Globex Retail")
+
+
+@pytest.fixture
+def client(deployment: Deployment) -> Iterator[httpx.Client]:
+    """An HTTP client for the shared server without a token."""
+    with deployment.client() as anonymous:
+        yield anonymous
+
+
+@pytest.fixture
+def make_user(deployment: Deployment) -> Callable[..., ApiUser]:
+    """Return a function that seeds a user in the shared deployment (see ``Seeder.user``)."""
+    return deployment.seed.user
+
+
+@pytest.fixture
+def login(deployment: Deployment) -> Callable[[ApiUser], str]:
+    """Return a function that logs a user in on the shared server and returns its token."""
+    return deployment.login
+
+
+@pytest.fixture
+def authorised(deployment: Deployment) -> Iterator[Callable[[str], httpx.Client]]:
+    """Return a function that opens a client sending the given token; the clients close after the test."""
+    clients: list[httpx.Client] = []
+
+    def open_client(token: str) -> httpx.Client:
+        opened = deployment.client(token)
+        clients.append(opened)
+        return opened
+
+    yield open_client
+    for opened in clients:
+        opened.close()
