@@ -113,8 +113,10 @@ class Settings:
         _check(0.05 <= self.access_refresh_interval <= 1.0, "REFLEXBLUE_ACCESS_REFRESH_INTERVAL",
                self.access_refresh_interval, "use 0.05 to 1.0 seconds: access changes must apply within a second")
         _check(self.log_format in ("json", "text"), "REFLEXBLUE_LOG_FORMAT", self.log_format, "use json or text")
-        _check(bool(self.token_audience.strip()), "REFLEXBLUE_TOKEN_AUDIENCE", self.token_audience,
-               "set a non-empty audience")
+        _check(0 < len(self.token_audience.strip()) <= 200, "REFLEXBLUE_TOKEN_AUDIENCE", self.token_audience,
+               "set a non-empty audience of at most 200 characters")
+        _check(len(self.token_issuer) <= 200, "REFLEXBLUE_TOKEN_ISSUER", self.token_issuer,
+               "use at most 200 characters, or leave it unset for urn:reflexblue:<environment id>")
 
 
 def _check(ok: bool, name: str, value: object, fix: str) -> None:

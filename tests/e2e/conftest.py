@@ -17,8 +17,10 @@ from .support import (
     ApiUser,
     DatabaseFactory,
     Deployment,
+    STARTED_SERVERS,
+    UNHANDLED_ERROR_MARKER,
+    Server,
     launch_deployment,
-    stop_and_check,
 )
 
 
@@ -30,9 +32,28 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFact
     factory.drop_all()
 
 
+@pytest.fixture(autouse=True)
+def server_logs_stay_clean() -> Iterator[None]:
+    """Fail the test when a server logged an unhandled error (a 500) while it ran.
+
+    This also covers requests that do not go through httpx, such as raw sockets.
+    """
+    offsets = {id(server): server.log_path.stat().st_size for server in STARTED_SERVERS}
+    yield
+    for server in STARTED_SERVERS:
+        new_output = read_log_from(server, offsets.get(id(server), 0))
+        assert UNHANDLED_ERROR_MARKER not in new_output, f"the server logged an unhandled error:\n{new_output[-4000:]}"
+
+
+def read_log_from(server: Server, offset: int) -> str:
+    with open(server.log_path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode("utf-8", errors="replace")
+
+
 @pytest.fixture(scope="session")
 def launch(databases: DatabaseFactory) -> Iterator[Callable[..., Deployment]]:
-    """Return a function that starts a deployment with extra settings; all are stopped at session end.
+    """Return a function that starts a deployment with extra settings. All are stopped at session end.
 
     Module fixtures that need special settings call it and stop their deployment themselves.
     """
@@ -53,7 +74,7 @@ def deployment(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
     """The shared server with default settings (apart from fast argon2 and a high per-address limit)."""
     shared = launch()
     yield shared
-    stop_and_check(shared)
+    shared.stop()
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +110,7 @@ def login(deployment: Deployment) -> Callable[[ApiUser], str]:
 
 @pytest.fixture
 def authorised(deployment: Deployment) -> Iterator[Callable[[str], httpx.Client]]:
-    """Return a function that opens a client sending the given token; the clients close after the test."""
+    """Return a function that opens a client sending the given token. The clients close after the test."""
     clients: list[httpx.Client] = []
 
     def open_client(token: str) -> httpx.Client:

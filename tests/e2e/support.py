@@ -28,23 +28,23 @@ from psycopg import sql
 from sqlalchemy import select
 
 from reflexblue.bootstrap import prepare
+from reflexblue.security import keys
 from reflexblue.security.passwords import Passwords
 from reflexblue.settings import Settings
 from reflexblue.storage import repository
-from reflexblue.storage.database import Database
-from reflexblue.storage.models import SigningKey
+from reflexblue.storage.models import AuditEvent, SigningKey
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 POSTGRES_URL_PREFIX = "postgresql://postgres@127.0.0.1:5432/"
 
-#: Cheap argon2id parameters for servers and seeding; the default parameters cost about 20 MiB per hash.
+#: Cheap argon2id parameters for servers and seeding. The default parameters use 19 MiB of memory per hash.
 FAST_ARGON2_ENV = {"REFLEXBLUE_ARGON2_MEMORY_COST": "8192", "REFLEXBLUE_ARGON2_TIME_COST": "1"}
 FAST_ARGON2_MEMORY_COST = 8192
 FAST_ARGON2_TIME_COST = 1
 
 SERVER_START_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 10.0
-#: Written by the server's unhandled-error handler; a server log containing it means some request failed with 500.
+#: The start of the message the server logs for an unhandled error, for which it returns a 500.
 UNHANDLED_ERROR_MARKER = "unhandled error"
 
 ALL_PERMISSIONS_V2 = [
@@ -70,7 +70,7 @@ def reject_server_errors(response: httpx.Response) -> None:
 
 
 def new_client(base_url: str, token: str | None = None, **options: Any) -> httpx.Client:
-    """Open an HTTP client for ``base_url`` that fails on server errors; ``token`` becomes a Bearer header."""
+    """Open an HTTP client for ``base_url`` that fails on server errors and sends ``token`` as a Bearer token."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(
         base_url=base_url,
@@ -126,11 +126,15 @@ class Server:
                 self.process.wait(timeout=SERVER_STOP_TIMEOUT)
 
 
+#: Every server started in this session, so each test can check the logs of all of them.
+STARTED_SERVERS: list[Server] = []
+
+
 def server_command(port: int) -> list[str]:
     """Return the command that runs the application under uvicorn, as ``reflexblue serve`` configures it.
 
-    ``--no-proxy-headers`` matches ``reflexblue serve``: uvicorn otherwise trusts X-Forwarded-For from
-    127.0.0.1, which is where every test request comes from.
+    ``--no-proxy-headers`` matches ``reflexblue serve``, because uvicorn otherwise trusts X-Forwarded-For
+    from 127.0.0.1, which is where every test request comes from.
     """
     return [
         sys.executable, "-m", "uvicorn", "--factory", "reflexblue.api.app:create_app",
@@ -155,6 +159,7 @@ def start_server(env: dict[str, str]) -> Server:
             server_command(port), env=process_env, cwd=work_dir, stdout=log_file, stderr=subprocess.STDOUT,
         )
     server = Server(process, port, dict(env), log_path)
+    STARTED_SERVERS.append(server)
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -265,7 +270,7 @@ class Seeder:
         active: bool = True,
         external_seat: bool = True,
     ) -> ApiUser:
-        """Create a user holding, per administration code, a role of its own with the given permission keys."""
+        """Create a user with, per administration code, a role of its own that has the given permission keys."""
         username = username or unique_name("api-user")
         password = password or f"pw-{secrets.token_urlsafe(12)}"
         role_name = f"role of {username}"
@@ -290,6 +295,22 @@ class Seeder:
     def user_id(self, username: str) -> str:
         with self.database.read() as session:
             return repository.get_user(session, username).id
+
+    def rotate_key(self) -> str:
+        """Start signing with a new key, as ``reflexblue keys rotate`` does, and return its kid."""
+        with self.database.write() as session:
+            return keys.create_key(session, self.settings.token_algorithm, secret="", actor=self.ACTOR).kid
+
+    def retire_key(self, kid: str) -> None:
+        with self.database.write() as session:
+            keys.retire_key(session, kid, actor=self.ACTOR)
+
+    def audit_events(self, since_id: int = 0) -> list[dict[str, Any]]:
+        """Return the audit events with an id above ``since_id``, oldest first."""
+        with self.database.read() as session:
+            rows = session.scalars(select(AuditEvent).where(AuditEvent.id > since_id).order_by(AuditEvent.id))
+            return [{"id": row.id, "event": row.event, "actor": row.actor, "username": row.username,
+                     "detail": dict(row.detail)} for row in rows]
 
     def active_signing_key(self) -> tuple[str, ed25519.Ed25519PrivateKey]:
         """Return the kid and private key of the active signing key (stored unencrypted without a secret key)."""
@@ -317,7 +338,7 @@ class Deployment:
         return self.server.client(token, **options)
 
     def login(self, user: ApiUser) -> str:
-        """Log ``user`` in and return the token; fails the test when the login is not a 200."""
+        """Log ``user`` in and return the token, failing the test when the login is not a 200."""
         with self.client() as client:
             response = client.post("/api/security/login", json={"username": user.username, "password": user.password})
         assert response.status_code == 200, f"login of {user.username} failed: {response.status_code} {response.text}"
@@ -328,18 +349,12 @@ class Deployment:
         self.seed.close()
 
 
-def stop_and_check(deployment: Deployment) -> None:
-    """Stop the deployment and fail when its server logged an unhandled error (a 500)."""
-    deployment.stop()
-    log = deployment.server.log_text()
-    assert UNHANDLED_ERROR_MARKER not in log, f"the server logged an unhandled error:\n{log[-4000:]}"
-
 
 def server_env(database_url: str, extra_env: dict[str, str] | None = None, *, fast_argon2: bool = True) -> dict[str, str]:
     """Return the server settings: the database, a high per-address limit, fast argon2, then ``extra_env``.
 
     The suite sends every login from 127.0.0.1, so the default per-address limit of 50 failures
-    would throttle unrelated tests; throttling tests set their own limits.
+    would throttle unrelated tests. Throttling tests set their own limits.
     """
     env = {"REFLEXBLUE_DATABASE_URL": database_url, "REFLEXBLUE_THROTTLE_ADDRESS_FAILURES": "100000"}
     if fast_argon2:
@@ -369,10 +384,10 @@ _CHANGE_SNIPPET = """
 import json
 import sys
 
+from reflexblue.security import keys
 from reflexblue.security.passwords import Passwords
 from reflexblue.settings import Settings
 from reflexblue.storage import repository
-from reflexblue.storage.database import Database
 
 database_url, operation, arguments = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 actor = "e2e-other-process"

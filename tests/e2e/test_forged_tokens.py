@@ -29,7 +29,6 @@ from .support import (
     encode_segment,
     mint,
     sign_eddsa,
-    stop_and_check,
     token_header,
     token_payload,
 )
@@ -72,7 +71,7 @@ def other_instance(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
     deployment = launch()
     deployment.seed.administration("acme", "Acme Wholesale")
     yield deployment
-    stop_and_check(deployment)
+    deployment.stop()
 
 
 def call(deployment: Deployment, token: str | bytes) -> httpx.Response:
@@ -322,7 +321,7 @@ def test_non_object_payload_is_rejected(deployment: Deployment, header: dict[str
 
 def test_nested_payload_is_rejected(deployment: Deployment, header: dict[str, Any],
                                     signing_key: ed25519.Ed25519PrivateKey) -> None:
-    # 1,400 levels still fit in the 4096-byte token limit, so the JSON parser sees them.
+    # 1,400 levels still fit in the 4096-byte token limit, so the server's JSON parser receives them.
     nested = "[" * 1400 + "]" * 1400
     token = sign_eddsa(encode_segment(header), b64url_encode(nested.encode()), signing_key)
     assert len(token) < 4096

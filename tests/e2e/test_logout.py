@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from .support import ApiUser, Deployment, poll, start_server, stop_and_check
+from .support import ApiUser, Deployment, poll, start_server
 
 LOGOUT = "/api/security/logout"
 REVOKE_ON_LOGOUT = {"REFLEXBLUE_REVOKE_ON_LOGOUT": "true"}
@@ -23,7 +23,7 @@ def revoking(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
     deployment = launch(REVOKE_ON_LOGOUT)
     deployment.seed.administration("acme", "Acme Wholesale")
     yield deployment
-    stop_and_check(deployment)
+    deployment.stop()
 
 
 def articles_status(client: httpx.Client, token: str) -> httpx.Response:
@@ -128,7 +128,7 @@ def test_revoking_logout_survives_restart(launch: Callable[..., Deployment]) -> 
     deployment.server = start_server(deployment.server.env)
     with deployment.client() as client:
         response = articles_status(client, token)
-    stop_and_check(deployment)
+    deployment.stop()
 
     assert response.status_code == 401
     assert response.json()["reason"] == "revoked"

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .support import ApiUser, Deployment, stop_and_check, unique_name
+from .support import ApiUser, Deployment, unique_name
 
 LOGIN = "/api/security/login"
 WRONG_PASSWORD = "wrong-password-for-throttling"
@@ -22,10 +22,10 @@ SHORT_DELAYS = {"REFLEXBLUE_THROTTLE_BASE_DELAY": str(BASE_DELAY), "REFLEXBLUE_T
 
 @pytest.fixture(scope="module")
 def throttled(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
-    """A server with 2-4 s back-off; its per-address limit is high, so only usernames get throttled."""
+    """A server with 2-4 s back-off and a high per-address limit, so only usernames get throttled."""
     deployment = launch(SHORT_DELAYS)
     yield deployment
-    stop_and_check(deployment)
+    deployment.stop()
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def address_throttled(launch: Callable[..., Deployment]) -> Iterator[Deployment]
     """A server of its own per test, whose per-address limit is 8 failures."""
     deployment = launch({**SHORT_DELAYS, "REFLEXBLUE_THROTTLE_ADDRESS_FAILURES": str(ADDRESS_LIMIT)})
     yield deployment
-    stop_and_check(deployment)
+    deployment.stop()
 
 
 @pytest.fixture
@@ -189,3 +189,38 @@ def test_address_throttle_ignores_forwarded_for(address_throttled: Deployment) -
         ]
 
     assert statuses[ADDRESS_LIMIT] == 429
+
+
+@pytest.fixture
+def behind_proxy(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
+    """A server that trusts X-Forwarded-For from 127.0.0.1, with a per-address limit of 8 failures."""
+    deployment = launch({**SHORT_DELAYS, "REFLEXBLUE_THROTTLE_ADDRESS_FAILURES": str(ADDRESS_LIMIT),
+                         "REFLEXBLUE_TRUSTED_PROXIES": "127.0.0.1"})
+    yield deployment
+    deployment.stop()
+
+
+def fail_from(client: httpx.Client, forwarded_for: str) -> int:
+    response = client.post(LOGIN, json={"username": unique_name("nobody"), "password": WRONG_PASSWORD},
+                           headers={"X-Forwarded-For": forwarded_for})
+    return response.status_code
+
+
+def test_trusted_proxy_throttles_client_address(behind_proxy: Deployment) -> None:
+    with behind_proxy.client() as client:
+        statuses = [fail_from(client, "198.51.100.1") for _ in range(ADDRESS_LIMIT + 1)]
+        other_client = fail_from(client, "198.51.100.2")
+
+    assert statuses[:ADDRESS_LIMIT] == [401] * ADDRESS_LIMIT
+    assert statuses[ADDRESS_LIMIT] == 429
+    assert other_client == 401
+
+
+def test_trusted_proxy_ignores_prepended_hops(behind_proxy: Deployment) -> None:
+    # The proxy appends the real client address last, so addresses the client wrote in front of it do not count.
+    with behind_proxy.client() as client:
+        for _ in range(ADDRESS_LIMIT):
+            fail_from(client, "198.51.100.1")
+        spoofed = fail_from(client, "203.0.113.9, 198.51.100.1")
+
+    assert spoofed == 429

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from .support import ApiUser, Deployment, stop_and_check, token_header, token_payload
+from .support import ApiUser, Deployment, poll, token_header, token_payload
 
 REQUIRED_CLAIMS = {"iss", "aud", "sub", "iat", "nbf", "exp", "jti"}
 
@@ -30,7 +30,7 @@ def short_lived(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
     deployment = launch({"REFLEXBLUE_TOKEN_LIFETIME": "2", "REFLEXBLUE_TOKEN_LEEWAY": "0"})
     deployment.seed.administration("acme", "Acme Wholesale")
     yield deployment
-    stop_and_check(deployment)
+    deployment.stop()
 
 
 def articles(client: httpx.Client, acme: str, **options: object) -> httpx.Response:
@@ -195,3 +195,84 @@ def test_other_scheme_is_missing_token(client: httpx.Client, token: str, acme: s
 
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="reflexblue"'
+
+
+# -------------------------------------------------------------------------------------------------
+# Key rotation, on a deployment of its own so the shared deployment keeps its key
+
+
+@pytest.fixture(scope="module")
+def rotating(launch: Callable[..., Deployment]) -> Iterator[Deployment]:
+    deployment = launch()
+    deployment.seed.administration("acme", "Acme Wholesale")
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture
+def rotated(rotating: Deployment) -> tuple[str, str]:
+    """Rotate the signing key after a login and return the token signed with the old key and the new kid."""
+    user = rotating.seed.user({"acme": ["administration.access", "v2.articles"]})
+    old_token = rotating.login(user)
+    return old_token, rotating.seed.rotate_key()
+
+
+def test_rotation_signs_with_new_key(rotating: Deployment, rotated: tuple[str, str]) -> None:
+    # Only logins reach the server here, and the new key must still be in use within one second.
+    _, new_kid = rotated
+    user = rotating.seed.user()
+    deadline = time.monotonic() + 1.5
+    kid = token_header(rotating.login(user))["kid"]
+    while kid != new_kid and time.monotonic() < deadline:
+        time.sleep(0.05)
+        kid = token_header(rotating.login(user))["kid"]
+
+    assert kid == new_kid
+
+
+def test_rotation_keeps_old_tokens_valid(rotating: Deployment, rotated: tuple[str, str]) -> None:
+    old_token, _ = rotated
+    time.sleep(1.0)  # past the access refresh interval, so the server has loaded the new key set
+
+    with rotating.client(old_token) as client:
+        response = articles(client, "acme")
+
+    assert response.status_code == 200
+
+
+def test_rotation_publishes_both_keys(rotating: Deployment, rotated: tuple[str, str]) -> None:
+    old_token, new_kid = rotated
+
+    with rotating.client() as client:
+        response, _ = poll(lambda: client.get("/.well-known/jwks.json"), lambda response: new_kid in response.text,
+                           timeout=1.5)
+    kids = [key["kid"] for key in response.json()["keys"]]
+
+    assert new_kid in kids
+    assert token_header(old_token)["kid"] in kids
+
+
+def test_retired_key_rejects_its_tokens(rotating: Deployment, rotated: tuple[str, str]) -> None:
+    old_token, _ = rotated
+    rotating.seed.retire_key(token_header(old_token)["kid"])
+
+    with rotating.client(old_token) as client:
+        response, _ = poll(lambda: articles(client, "acme"), lambda response: response.status_code == 401,
+                           timeout=1.5)
+
+    assert response.status_code == 401
+    assert response.json()["reason"] == "unknown_key"
+
+
+def test_login_after_retirement_is_usable(rotating: Deployment, rotated: tuple[str, str]) -> None:
+    # An operator rotates and at once retires a compromised key, and meanwhile only logins reach the server.
+    old_token, _ = rotated
+    rotating.seed.retire_key(token_header(old_token)["kid"])
+    time.sleep(1.2)
+    user = rotating.seed.user({"acme": ["administration.access", "v2.articles"]})
+    token = rotating.login(user)
+
+    with rotating.client(token) as client:
+        response = articles(client, "acme")
+
+    assert response.status_code == 200

@@ -2,7 +2,7 @@
 
 PostgreSQL tests run against the server named by ``REFLEXBLUE_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``). Each test gets a database of its own with a
-random name, dropped afterwards; the tests are skipped when the server cannot be reached.
+random name, dropped afterwards. The tests are skipped when the server cannot be reached.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def _skip_unless_postgres_reachable() -> None:
             with _maintenance_connection() as connection:
                 connection.execute("SELECT 1")
         except psycopg.Error as error:
-            _postgres_unreachable_reason = f"PostgreSQL at {POSTGRES_SERVER_URL} is unreachable: {error}"
+            shown = make_url(POSTGRES_SERVER_URL).render_as_string(hide_password=True)
+            _postgres_unreachable_reason = f"PostgreSQL at {shown} is unreachable: {error}"
     if _postgres_unreachable_reason is not None:
         pytest.skip(_postgres_unreachable_reason)
 
@@ -58,7 +59,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """URL of a new, empty PostgreSQL database with a random name; dropped after the test."""
+    """URL of a new, empty PostgreSQL database with a random name, dropped after the test."""
     _skip_unless_postgres_reachable()
     name = f"reflexblue_unit_{secrets.token_hex(6)}"
     with _maintenance_connection() as connection:

@@ -155,7 +155,7 @@ def test_secret_key_not_in_repr() -> None:
     assert "secret_key" not in repr(settings)
 
 
-def test_secret_key_from_env_not_in_repr() -> None:
+def test_env_secret_key_hidden() -> None:
     settings = Settings.from_env({"REFLEXBLUE_SECRET_KEY": "another-s3cr3t"})
 
     assert settings.secret_key == "another-s3cr3t"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import unicodedata
 
 MAX_USERNAME_LENGTH = 150
+# Control, format, surrogate, private-use and unassigned characters, and line/paragraph separators.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def normalise_username(username: str) -> str:
@@ -24,6 +26,6 @@ def validate_username(username: str) -> str:
         raise ValueError("username is empty: give at least one visible character")
     if len(display) > MAX_USERNAME_LENGTH:
         raise ValueError(f"username is longer than {MAX_USERNAME_LENGTH} characters")
-    if any(unicodedata.category(char).startswith("C") for char in display):
-        raise ValueError("username contains control or invisible format characters")
+    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in display):
+        raise ValueError("username contains control, format, line or paragraph separator characters")
     return display

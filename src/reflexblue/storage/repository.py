@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from reflexblue.domain.errors import (
@@ -39,8 +40,17 @@ from reflexblue.storage.models import (
     utcnow,
 )
 
+MAX_EXTERNAL_SEATS = 1_000_000
 _ADMINISTRATION_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _CODE = re.compile(CODE_PATTERN)
+
+
+def _flush_unique(session: Session, message: str) -> None:
+    """Flush, turning a unique-constraint violation from a concurrent change into ConflictError."""
+    try:
+        session.flush()
+    except IntegrityError:
+        raise ConflictError(message) from None
 
 
 def new_id() -> str:
@@ -84,8 +94,10 @@ def seats_used(session: Session) -> int:
 
 def set_external_seats(session: Session, seats: int, *, actor: str) -> None:
     """Set the plan's number of External seats; it cannot drop below the seats in use."""
-    if not isinstance(seats, int) or isinstance(seats, bool) or seats < 0:
-        raise ValidationError(f"invalid external_seats {seats!r}: use a whole number of 0 or more")
+    if not isinstance(seats, int) or isinstance(seats, bool) or not 0 <= seats <= MAX_EXTERNAL_SEATS:
+        raise ValidationError(
+            f"invalid external_seats {seats!r}: use a whole number from 0 to {MAX_EXTERNAL_SEATS}"
+        )
     environment = get_environment(session, for_update=True)
     used = seats_used(session)
     if seats < used:
@@ -137,7 +149,7 @@ def upsert_administration(session: Session, code: str, name: str, *, actor: str)
     if administration is None:
         administration = Administration(id=new_id(), code=code, name=name)
         session.add(administration)
-        session.flush()
+        _flush_unique(session, f"administration {code!r} was created at the same time by another change: retry")
         audit(session, "administration.created", actor, administration=code, detail={"name": name})
         bump_access_epoch(session)
     elif administration.name != name:
@@ -207,7 +219,7 @@ def create_user(
         modified_at=now,
     )
     session.add(user)
-    session.flush()
+    _flush_unique(session, f"user {display!r} already exists (usernames are compared case-insensitively)")
     audit(session, "user.created", actor, username=display, detail={"active": active})
     if external_seat:
         link_seat(session, user, actor=actor)
@@ -326,7 +338,7 @@ def create_role(session: Session, administration_code: str, name: str, *, actor:
         raise ConflictError(f"role {name!r} already exists in administration {administration_code!r}")
     role = Role(id=new_id(), administration_id=administration.id, name=name, name_key=_role_key(name))
     session.add(role)
-    session.flush()
+    _flush_unique(session, f"role {name!r} already exists in administration {administration_code!r}")
     audit(session, "role.created", actor, administration=administration_code, detail={"role": name})
     bump_access_epoch(session)
     return role

@@ -16,7 +16,7 @@ from reflexblue.domain.permissions import (
 V2 = "Integrations API V2"
 APP = "External API"
 
-# The catalogue as the product contract lists it: key -> (Module, Application, Permission).
+# Every permission the product offers: key -> (Module, Application, Permission) display triple.
 EXPECTED_CATALOGUE = {
     "administration.access": ("Administrations", APP, "Access to administration"),
     "v1.access": ("Integrations", APP, "External API access"),

@@ -167,7 +167,7 @@ def test_schema_accepts_full_order() -> None:
     assert order.lines[0].unit_price == Decimal("1.25")
 
 
-def test_schema_accepts_every_resource_as_dynamic_field_entity() -> None:
+def test_dynamic_field_entity_any_resource() -> None:
     for resource in RESOURCES:
         assert decode("dynamic-fields", {**MINIMAL["dynamic-fields"], "entity": resource}).entity == resource
 
@@ -214,7 +214,7 @@ def test_patch_null_clears_optional_field() -> None:
     assert merged["description"] == "Pen"
 
 
-def test_patch_null_on_absent_field_is_noop() -> None:
+def test_patch_null_absent_field_noop() -> None:
     patch = decode("articles", {"vat_code": None}, kind="patch")
 
     assert apply_patch(STORED, patch) == STORED

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reflexblue.domain.usernames import MAX_USERNAME_LENGTH, normalise_username, validate_username
 
@@ -72,7 +74,7 @@ def test_validate_rejects_empty(name: str) -> None:
     ["shop\x00api", "shop\x07api", "shop\tapi", "shop\x7fapi", "shop\u200bapi", "shop\u202eapi", "shop\ufeffapi"],
 )
 def test_validate_rejects_control_and_format_chars(name: str) -> None:
-    with pytest.raises(ValueError, match="control or invisible"):
+    with pytest.raises(ValueError, match="control, format"):
         validate_username(name)
 
 
@@ -96,3 +98,23 @@ def test_validate_length_ignores_surrounding_spaces() -> None:
 
 def test_validate_accepts_non_ascii_letters() -> None:
     assert validate_username("Jörg Müller") == "Jörg Müller"
+
+
+@settings(max_examples=500, database=None, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_normalise_idempotent_for_any_text(name: str) -> None:
+    once = normalise_username(name)
+
+    assert normalise_username(once) == once
+
+
+@settings(max_examples=500, database=None, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_display_form_has_same_key(name: str) -> None:
+    # Users are stored under the key of their display form and looked up by the key of the input.
+    try:
+        display = validate_username(name)
+    except ValueError:
+        return
+
+    assert normalise_username(display) == normalise_username(name)

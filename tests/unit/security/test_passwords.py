@@ -76,8 +76,8 @@ def test_verify_unknown_user_fails(passwords: Passwords) -> None:
     assert not passwords.verify(None, PASSWORD).ok
 
 
-def test_verify_unknown_user_fails_with_dummy_password(passwords: Passwords) -> None:
-    # The dummy hash that stands in for unknown users must not accept its own password.
+def test_verify_dummy_password_fails(passwords: Passwords) -> None:
+    # The dummy hash verified for unknown users must not accept its own password.
     assert not passwords.verify(None, "reflexblue-dummy-password-for-unknown-users").ok
 
 

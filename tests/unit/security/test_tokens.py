@@ -35,7 +35,7 @@ from reflexblue.security.keys import (
     retire_key,
 )
 from reflexblue.security.tokens import InvalidToken, Rejection, Tokens
-from reflexblue.settings import Settings
+from reflexblue.settings import Settings, SettingsError
 from reflexblue.storage.database import Database
 from reflexblue.storage.models import SigningKey
 
@@ -169,6 +169,15 @@ def test_verify_custom_lifetime(sqlite_database: Database, cheap_settings: Calla
     assert tokens.verify(token) == issued
 
 
+@pytest.mark.parametrize("setting", ["token_audience", "token_issuer"])
+def test_long_configured_claim_rejected(cheap_settings: Callable[..., Settings], sqlite_url: str, setting: str) -> None:
+    # Claims longer than the verifier accepts must be refused at startup, not at every request.
+    value = "https://api.example.com/" + "a" * 200
+
+    with pytest.raises(SettingsError, match=f"REFLEXBLUE_{setting.upper()}"):
+        cheap_settings(sqlite_url, **{setting: value}).validate()
+
+
 # ------------------------------------------------------------------------------------------------
 # Time claims
 
@@ -183,7 +192,7 @@ def test_verify_rejects_expired_at_given_now(tokens: Tokens) -> None:
     issued_at = time.time()
     token, _ = tokens.issue("user-1", STAMP, now=issued_at)
 
-    # The caller's clock says the token expired (lifetime plus leeway plus one second ago).
+    # The caller's clock is one second past expiry plus leeway.
     assert rejection(tokens, token, now=issued_at + 86_400 + 31) is Rejection.EXPIRED
 
 
@@ -240,7 +249,7 @@ def test_verify_rejects_tampered_payload(tokens: Tokens) -> None:
     assert rejection(tokens, f"{header}.{forged}.{signature}") is Rejection.BAD_SIGNATURE
 
 
-def test_verify_rejects_foreign_key_with_our_kid(tokens: Tokens, keys: KeySet, claims: dict[str, Any]) -> None:
+def test_verify_rejects_foreign_key(tokens: Tokens, keys: KeySet, claims: dict[str, Any]) -> None:
     foreign = ed25519.Ed25519PrivateKey.generate()
     token = jwt.encode(claims, foreign, algorithm="EdDSA", headers={"kid": keys.active.kid, "typ": "JWT"})
 
@@ -495,7 +504,7 @@ def test_verify_rejects_non_integer_time_claim(
         ("sub", ""),
         ("sub", 12345),
         ("sub", ["user-1"]),
-        ("sub", "u" * 201),
+        ("sub", "u" * 513),
         ("jti", ""),
         ("jti", 7),
         ("cst", ""),
@@ -652,6 +661,18 @@ def test_retire_active_key_rejected(sqlite_database: Database, keys: KeySet) -> 
 def test_retire_unknown_key_not_found(sqlite_database: Database) -> None:
     with pytest.raises(NotFoundError), sqlite_database.write() as session:
         retire_key(session, "no-such-kid", actor="test")
+
+
+def test_retire_retired_key_is_noop(sqlite_database: Database, keys: KeySet) -> None:
+    old_kid = keys.active.kid
+    rotate(sqlite_database)
+    with sqlite_database.write() as session:
+        retire_key(session, old_kid, actor="test")
+    with sqlite_database.write() as session:
+        retire_key(session, old_kid, actor="test")
+
+    with sqlite_database.read() as session:
+        assert session.get(SigningKey, old_kid).state == RETIRED
 
 
 def test_retire_marks_key_retired(sqlite_database: Database, keys: KeySet) -> None:
@@ -819,7 +840,7 @@ def test_encrypted_key_opens_with_secret(cheap_settings: Callable[..., Settings]
 
 
 @pytest.mark.parametrize("wrong_secret", ["another-secret-value", ""])
-def test_wrong_secret_raises_key_decryption_error(
+def test_wrong_secret_rejected(
     cheap_settings: Callable[..., Settings], sqlite_url: str, wrong_secret: str
 ) -> None:
     database = prepare(cheap_settings(sqlite_url, secret_key=SECRET))
@@ -833,7 +854,7 @@ def test_wrong_secret_raises_key_decryption_error(
     database.dispose()
 
 
-def test_secret_on_plain_key_raises_key_decryption_error(
+def test_secret_on_plain_key_rejected(
     sqlite_database: Database, cheap_settings: Callable[..., Settings], sqlite_url: str
 ) -> None:
     with pytest.raises(KeyDecryptionError):

@@ -12,13 +12,19 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from reflexblue.domain.errors import ConflictError, NotFoundError, SeatLimitError, ValidationError
+from reflexblue.domain.errors import (
+    ConflictError,
+    NotFoundError,
+    SeatLimitError,
+    UnknownPermissionError,
+    ValidationError,
+)
 from reflexblue.security.keys import PREVIOUS, create_key, retire_key
 from reflexblue.storage import repository as repo
 from reflexblue.storage.database import Database
 from reflexblue.storage.models import AuditEvent, Role, RoleAssignment, RolePermission, SigningKey, User
 
-# The repository stores whatever hash it is given; a syntactically valid PHC string is enough here.
+# The repository stores any hash it is given, so a well-formed PHC string without a real password is enough.
 HASH = "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
 ACTOR = "unit-test"
 
@@ -117,7 +123,7 @@ def test_zero_seat_plan_message_mentions_plan(database: Database) -> None:
     assert caught.value.limit == 0
 
 
-def test_create_user_with_seat_on_zero_plan_rolls_back(database: Database) -> None:
+def test_seat_on_zero_plan_rolls_back(database: Database) -> None:
     with pytest.raises(SeatLimitError), database.write() as session:
         add_user(session, "shop-api", seat=True)
 
@@ -190,38 +196,54 @@ def test_seats_equal_to_used_accepted(database: Database) -> None:
         assert repo.get_environment(session).external_seats == 2
 
 
+def test_seats_beyond_column_range_rejected(any_database: Database) -> None:
+    # The column is a 32-bit integer on PostgreSQL, so 2**31 seats cannot be stored on either backend.
+    with pytest.raises(ValidationError, match="invalid external_seats"), any_database.write() as session:
+        repo.set_external_seats(session, 2**31, actor=ACTOR)
+
+
 @pytest.mark.parametrize("seats", [-1, True, 2.5, "5", None])
 def test_seats_invalid_value_rejected(database: Database, seats: Any) -> None:
     with pytest.raises(ValidationError, match="invalid external_seats"), database.write() as session:
         repo.set_external_seats(session, seats, actor=ACTOR)
 
 
-def link_all_at_once(database: Database, usernames: list[str]) -> tuple[int, list[BaseException]]:
-    """Link every user in its own thread and transaction, released together; return (linked, errors)."""
-    barrier = threading.Barrier(len(usernames))
-    errors: list[BaseException] = []
-    linked = 0
+# ------------------------------------------------------------------------------------------------
+# Concurrent changes
+
+
+def run_at_once(
+    database: Database, count: int, change: Callable[[Session, int], object]
+) -> list[BaseException | None]:
+    """Call ``change(session, index)`` in ``count`` threads released together, each in its own transaction.
+
+    Returns one entry per thread: None for a commit, or the exception that ended the transaction.
+    """
+    barrier = threading.Barrier(count)
+    outcomes: list[BaseException | None] = []
     lock = threading.Lock()
 
-    def worker(name: str) -> None:
-        nonlocal linked
+    def worker(index: int) -> None:
         barrier.wait()
+        outcome: BaseException | None = None
         try:
             with database.write() as session:
-                repo.link_seat(session, repo.get_user(session, name), actor=ACTOR)
+                change(session, index)
         except BaseException as error:  # noqa: BLE001 - collected and checked by the test
-            with lock:
-                errors.append(error)
-            return
+            outcome = error
         with lock:
-            linked += 1
+            outcomes.append(outcome)
 
-    threads = [threading.Thread(target=worker, args=(name,)) for name in usernames]
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    return linked, errors
+    return outcomes
+
+
+def failure_types(outcomes: list[BaseException | None]) -> list[str]:
+    return sorted(type(outcome).__name__ for outcome in outcomes if outcome is not None)
 
 
 def test_concurrent_links_respect_plan(any_database: Database) -> None:
@@ -231,12 +253,44 @@ def test_concurrent_links_respect_plan(any_database: Database) -> None:
         for name in usernames:
             add_user(session, name)
 
-    linked, errors = link_all_at_once(any_database, usernames)
+    def link(session: Session, index: int) -> None:
+        repo.link_seat(session, repo.get_user(session, usernames[index]), actor=ACTOR)
 
-    assert linked == 5
-    assert len(errors) == 15
-    assert all(isinstance(error, SeatLimitError) for error in errors)
+    outcomes = run_at_once(any_database, 20, link)
+
+    assert outcomes.count(None) == 5
+    assert failure_types(outcomes) == ["SeatLimitError"] * 15
     assert len(linked_usernames(any_database)) == 5
+
+
+def test_concurrent_duplicate_users_conflict(any_database: Database) -> None:
+    outcomes = run_at_once(any_database, 8, lambda session, _index: add_user(session, "Shop-API"))
+
+    assert outcomes.count(None) == 1
+    assert failure_types(outcomes) == ["ConflictError"] * 7
+
+
+def test_concurrent_duplicate_roles_conflict(any_database: Database) -> None:
+    with any_database.write() as session:
+        repo.upsert_administration(session, "acme", "Acme Wholesale", actor=ACTOR)
+
+    outcomes = run_at_once(
+        any_database, 8, lambda session, _index: repo.create_role(session, "acme", "Shop", actor=ACTOR)
+    )
+
+    assert outcomes.count(None) == 1
+    assert failure_types(outcomes) == ["ConflictError"] * 7
+
+
+def test_concurrent_administration_upserts_agree(any_database: Database) -> None:
+    outcomes = run_at_once(
+        any_database, 8, lambda session, _index: repo.upsert_administration(session, "gamma", "Gamma", actor=ACTOR)
+    )
+
+    # An upsert of the same administration either succeeds or reports a conflict, never a driver error.
+    assert set(failure_types(outcomes)) <= {"ConflictError"}
+    with any_database.read() as session:
+        assert [administration.code for administration in repo.list_administrations(session)] == ["gamma"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,10 +450,10 @@ def test_role_permissions_become_exact(database: Database) -> None:
     with database.write() as session:
         role = add_role(session, "acme", "Shop", ["administration.access", "v2.articles"])
         changed = repo.set_role_permissions(session, role, ["v2.articles", "v2.orders"], actor=ACTOR)
-        held = repo.role_permissions(session, role)
+        role_keys = repo.role_permissions(session, role)
 
     assert changed is True
-    assert held == ["v2.articles", "v2.orders"]
+    assert role_keys == ["v2.articles", "v2.orders"]
 
 
 def test_role_permissions_same_set_unchanged(database: Database) -> None:
@@ -414,24 +468,24 @@ def test_role_permissions_empty_clears(database: Database) -> None:
     with database.write() as session:
         role = add_role(session, "acme", "Shop", ["administration.access", "v2.articles"])
         repo.set_role_permissions(session, role, [], actor=ACTOR)
-        held = repo.role_permissions(session, role)
+        role_keys = repo.role_permissions(session, role)
 
-    assert held == []
+    assert role_keys == []
 
 
 def test_role_permissions_duplicates_collapse(database: Database) -> None:
     with database.write() as session:
         role = add_role(session, "acme", "Shop", ["v2.articles", "v2.articles"])
-        held = repo.role_permissions(session, role)
+        role_keys = repo.role_permissions(session, role)
 
-    assert held == ["v2.articles"]
+    assert role_keys == ["v2.articles"]
 
 
 def test_unknown_permission_changes_nothing(database: Database) -> None:
     with database.write() as session:
         role_id = add_role(session, "acme", "Shop", ["administration.access"]).id
 
-    with pytest.raises(ValidationError, match="'v2.nothing'"), database.write() as session:
+    with pytest.raises(UnknownPermissionError, match="'v2.nothing'"), database.write() as session:
         role = session.get(Role, role_id)
         repo.set_role_permissions(session, role, ["v2.articles", "v2.nothing"], actor=ACTOR)
 
@@ -444,9 +498,9 @@ def test_grant_and_revoke_single_permission(database: Database) -> None:
         role = add_role(session, "acme", "Shop", ["administration.access"])
         repo.grant(session, role, "v2.orders", actor=ACTOR)
         repo.revoke(session, role, "administration.access", actor=ACTOR)
-        held = repo.role_permissions(session, role)
+        role_keys = repo.role_permissions(session, role)
 
-    assert held == ["v2.orders"]
+    assert role_keys == ["v2.orders"]
 
 
 def test_duplicate_role_name_conflicts(database: Database) -> None:
@@ -690,6 +744,7 @@ CHANGES: dict[Callable[[Session], None], str] = {
     link_seat: "seat.linked",
     unlink_seat: "seat.unlinked",
     delete_user: "user.deleted",
+    create_role: "role.created",
     delete_role: "role.deleted",
     grant_permission: "role.permission_granted",
     revoke_permission: "role.permission_revoked",
