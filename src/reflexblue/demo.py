@@ -48,16 +48,16 @@ class DemoUser:
 
 
 DEMO_USERS: tuple[DemoUser, ...] = (
-    DemoUser("demo-v1", "demo-v1-password", True, True, (("acme", "API v1"),),
+    DemoUser("demo-v1", "v1-sample-access", True, True, (("acme", "API v1"),),
              "API v1 on every resource of acme; no v2, nothing in globex"),
-    DemoUser("demo-shop", "demo-shop-password", True, True, (("acme", "Shop connector"),),
+    DemoUser("demo-shop", "shop-sample-access", True, True, (("acme", "Shop connector"),),
              "API v2 articles, orders and relations of acme only; 403 on other resources and in globex"),
-    DemoUser("demo-full", "demo-full-password", True, True,
+    DemoUser("demo-full", "full-sample-access", True, True,
              (("acme", "API v1"), ("acme", "Full v2"), ("globex", "API v1"), ("globex", "Full v2")),
              "API v1 and every API v2 resource in acme and globex"),
-    DemoUser("demo-no-seat", "demo-no-seat-password", False, True, (("acme", "Full v2"),),
+    DemoUser("demo-no-seat", "seatless-sample-access", False, True, (("acme", "Full v2"),),
              "has the Full v2 role in acme but no External seat: login gets 403"),
-    DemoUser("demo-inactive", "demo-inactive-password", True, False, (("acme", "Full v2"),),
+    DemoUser("demo-inactive", "inactive-sample-access", True, False, (("acme", "Full v2"),),
              "inactive: login gets 403"),
 )
 

@@ -16,6 +16,7 @@ from reflexblue.domain.errors import ValidationError
 PREFIX = "REFLEXBLUE_"
 DEFAULT_DATABASE_URL = "sqlite:///reflexblue.db"
 MAX_LEEWAY = 60
+MAX_AUDIT_RETENTION_DAYS = 36_500
 
 
 class SettingsError(ValidationError):
@@ -68,6 +69,9 @@ class Settings:
     trusted_proxies: str = ""
     #: Seconds between checks for access changes made by other processes.
     access_refresh_interval: float = 0.5
+    #: Days to keep audit events; older ones are purged daily by the server and by
+    #: ``reflexblue audit purge``. 0 keeps them forever.
+    audit_retention_days: int = 365
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -112,6 +116,9 @@ class Settings:
                "use 60 seconds or more")
         _check(0.05 <= self.access_refresh_interval <= 1.0, "REFLEXBLUE_ACCESS_REFRESH_INTERVAL",
                self.access_refresh_interval, "use 0.05 to 1.0 seconds: access changes must apply within a second")
+        _check(0 <= self.audit_retention_days <= MAX_AUDIT_RETENTION_DAYS, "REFLEXBLUE_AUDIT_RETENTION_DAYS",
+               self.audit_retention_days,
+               f"use a number of days from 1 to {MAX_AUDIT_RETENTION_DAYS}, or 0 to keep audit events forever")
         _check(self.log_format in ("json", "text"), "REFLEXBLUE_LOG_FORMAT", self.log_format, "use json or text")
         _check(0 < len(self.token_audience.strip()) <= 200, "REFLEXBLUE_TOKEN_AUDIENCE", self.token_audience,
                "set a non-empty audience of at most 200 characters")

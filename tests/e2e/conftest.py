@@ -8,6 +8,7 @@ end of the session.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -22,6 +23,15 @@ from .support import (
     Server,
     launch_deployment,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_server_directories() -> Iterator[None]:
+    """Delete the working directories (and logs) of every server once the session is over."""
+    yield
+    for server in STARTED_SERVERS:
+        server.stop()
+        shutil.rmtree(server.work_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

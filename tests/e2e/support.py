@@ -25,7 +25,7 @@ import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from psycopg import sql
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
 from reflexblue.bootstrap import prepare
 from reflexblue.security import keys
@@ -34,8 +34,8 @@ from reflexblue.settings import Settings
 from reflexblue.storage import repository
 from reflexblue.storage.models import AuditEvent, SigningKey
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-POSTGRES_URL_PREFIX = "postgresql://postgres@127.0.0.1:5432/"
+#: A PostgreSQL server where the suite may create and drop databases of its own.
+POSTGRES_ADMIN_URL = os.environ.get("REFLEXBLUE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 #: Cheap argon2id parameters for servers and seeding. The default parameters use 19 MiB of memory per hash.
 FAST_ARGON2_ENV = {"REFLEXBLUE_ARGON2_MEMORY_COST": "8192", "REFLEXBLUE_ARGON2_TIME_COST": "1"}
@@ -60,8 +60,8 @@ RESOURCES = [key.removeprefix("v2.") for key in ALL_PERMISSIONS_V2]
 
 
 def reject_server_errors(response: httpx.Response) -> None:
-    """Fail the calling test on any 5xx except 503, so no test can pass over a server crash."""
-    if response.status_code >= 500 and response.status_code != 503:
+    """Fail the calling test on any 5xx response, so no test can pass over a server error."""
+    if response.status_code >= 500:
         response.read()
         request = response.request
         raise AssertionError(
@@ -99,7 +99,12 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     env: dict[str, str]
-    log_path: Path
+    #: The process's working directory, which holds its log file.
+    work_dir: Path
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "server.log"
 
     @property
     def base_url(self) -> str:
@@ -152,13 +157,12 @@ def start_server(env: dict[str, str]) -> Server:
     process_env = {name: value for name, value in os.environ.items() if not name.startswith("REFLEXBLUE_")}
     process_env.update(env)
     work_dir = Path(tempfile.mkdtemp(prefix="rb-e2e-server-"))
-    log_path = work_dir / "server.log"
     port = free_port()
-    with open(log_path, "wb") as log_file:
+    with open(work_dir / "server.log", "wb") as log_file:
         process = subprocess.Popen(
             server_command(port), env=process_env, cwd=work_dir, stdout=log_file, stderr=subprocess.STDOUT,
         )
-    server = Server(process, port, dict(env), log_path)
+    server = Server(process, port, dict(env), work_dir)
     STARTED_SERVERS.append(server)
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     while time.monotonic() < deadline:
@@ -197,7 +201,7 @@ class DatabaseFactory:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         self._created.append(name)
-        return POSTGRES_URL_PREFIX + name
+        return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
         """Drop the PostgreSQL databases this factory created, and only those."""
@@ -266,7 +270,6 @@ class Seeder:
         *,
         username: str | None = None,
         password: str | None = None,
-        password_hash: str | None = None,
         active: bool = True,
         external_seat: bool = True,
     ) -> ApiUser:
@@ -275,8 +278,7 @@ class Seeder:
         password = password or f"pw-{secrets.token_urlsafe(12)}"
         role_name = f"role of {username}"
         with self.database.write() as session:
-            stored_hash = password_hash or self.passwords.hash(password)
-            user = repository.create_user(session, username, stored_hash, actor=self.ACTOR, active=active,
+            user = repository.create_user(session, username, self.passwords.hash(password), actor=self.ACTOR, active=active,
                                           external_seat=external_seat)
             for code, keys in (permissions or {}).items():
                 role = repository.create_role(session, code, role_name, actor=self.ACTOR)
@@ -291,10 +293,6 @@ class Seeder:
     def password_hash(self, username: str) -> str:
         with self.database.read() as session:
             return repository.get_user(session, username).password_hash
-
-    def user_id(self, username: str) -> str:
-        with self.database.read() as session:
-            return repository.get_user(session, username).id
 
     def rotate_key(self) -> str:
         """Start signing with a new key, as ``reflexblue keys rotate`` does, and return its kid."""
@@ -388,6 +386,7 @@ from reflexblue.security import keys
 from reflexblue.security.passwords import Passwords
 from reflexblue.settings import Settings
 from reflexblue.storage import repository
+from reflexblue.storage.database import Database
 
 database_url, operation, arguments = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 actor = "e2e-other-process"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import ApiUser, Deployment
+from .support import RESOURCES, ApiUser, Deployment
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -99,8 +99,6 @@ def api_operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, An
 
 
 def test_openapi_lists_every_resource(openapi: dict[str, Any]) -> None:
-    from .support import RESOURCES
-
     for version in ("v1", "v2"):
         for resource in RESOURCES:
             assert f"/api/{version}/administrations/{{code}}/{resource}" in openapi["paths"], (version, resource)

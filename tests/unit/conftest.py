@@ -48,6 +48,8 @@ def _skip_unless_postgres_reachable() -> None:
             shown = make_url(POSTGRES_SERVER_URL).render_as_string(hide_password=True)
             _postgres_unreachable_reason = f"PostgreSQL at {shown} is unreachable: {error}"
     if _postgres_unreachable_reason is not None:
+        if "REFLEXBLUE_TEST_POSTGRES_URL" in os.environ:
+            pytest.fail(_postgres_unreachable_reason)  # named explicitly, so it must be used
         pytest.skip(_postgres_unreachable_reason)
 
 

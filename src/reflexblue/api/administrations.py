@@ -6,9 +6,10 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Router, get
+from litestar.concurrency import sync_to_thread
 
 from reflexblue.api.auth import require_access, runtime_of
-from reflexblue.api.problems import AUTH_ERRORS, problem_spec
+from reflexblue.api.problems import AUTH_ERRORS, Problem, problem_spec
 from reflexblue.domain.access import ApiVersion, decide, reachable_resources
 from reflexblue.domain.permissions import resource_permission_key
 
@@ -47,6 +48,17 @@ def _visible(request: Request[Any, Any, Any], version: ApiVersion) -> list[tuple
     return visible
 
 
+async def _name(request: Request[Any, Any, Any], code: str) -> str:
+    """Return the name of an administration the guard admitted the caller to, reloading the list if it is new."""
+    runtime = runtime_of(request)
+    if code not in runtime.administrations:
+        await sync_to_thread(runtime.refresh, force=True)
+    entry = runtime.administrations.get(code)
+    if entry is None:
+        raise Problem(404, "not-found", "Not found", f"Administration {code!r} no longer exists.")
+    return entry[1]
+
+
 def _v2_item(code: str, name: str, held: frozenset[str]) -> AdministrationV2:
     resources = list(reachable_resources(held, ApiVersion.V2))
     return AdministrationV2(code, name, [resource_permission_key(resource) for resource in resources], resources)
@@ -74,7 +86,7 @@ async def list_v2(request: Request[Any, Any, Any]) -> AdministrationsV2:
      operation_id="V1Administration", summary="Read one administration (API v1)",
      guards=[require_access], security=[{"BearerToken": []}], responses=_DETAIL_ERRORS)
 async def read_v1(request: Request[Any, Any, Any], code: str) -> AdministrationV1:
-    return AdministrationV1(code, runtime_of(request).administrations[code][1])
+    return AdministrationV1(code, await _name(request, code))
 
 
 @get("/administrations/{code:str}", opt={"version": ApiVersion.V2}, tags=["v2 administrations"],
@@ -82,7 +94,7 @@ async def read_v1(request: Request[Any, Any, Any], code: str) -> AdministrationV
      guards=[require_access], security=[{"BearerToken": []}], responses=_DETAIL_ERRORS)
 async def read_v2(request: Request[Any, Any, Any], code: str) -> AdministrationV2:
     held = request.state.principal.snapshot.permissions[code]
-    return _v2_item(code, runtime_of(request).administrations[code][1], held)
+    return _v2_item(code, await _name(request, code), held)
 
 
 def administrations_router(version: ApiVersion) -> Router:

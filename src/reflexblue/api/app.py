@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def stop(app: Litestar) -> None:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         if runtime is not None:
+            if runtime.audit_worker is not None:
+                await sync_to_thread(runtime.audit_worker.close)
             runtime.database.dispose()
 
     openapi = OpenAPIConfig(

@@ -80,6 +80,12 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 def _log_rejection(connection: ASGIConnection[Any, Any, Any, Any], error: InvalidToken) -> None:
     event("token.rejected", logging.INFO, reason=error.reason.value, detail=error.detail[:200],
           path=connection.url.path, client=connection.client.host if connection.client else None)
+    runtime = runtime_of(connection)
+    if runtime.audit_worker is not None:
+        # Only queues the row (rate-limited per reason), so the 401 never waits for the database.
+        address = runtime.client_address(connection.client.host if connection.client else None,
+                                         connection.headers.get("x-forwarded-for"))
+        runtime.audit_worker.token_rejected(error.reason.value, connection.url.path, address)
 
 
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

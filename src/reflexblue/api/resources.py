@@ -50,6 +50,18 @@ def _administration_id(request: Request[Any, Any, Any], code: str) -> str:
     return entry[0]
 
 
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """Return a modified_since value in UTC, or raise a 400 for values without offset or out of range."""
+    if value.tzinfo is None:
+        raise Problem(400, "invalid-request", "Invalid request",
+                      "modified_since needs a time zone offset, e.g. 2026-01-31T12:00:00Z (RFC 3339).")
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise Problem(400, "invalid-request", "Invalid request",
+                      "modified_since is out of range: use a time between years 1 and 9999 in UTC.") from None
+
+
 def _not_found(resource: str, record_id: str) -> Problem:
     return Problem(404, "record-not-found", "Record not found",
                    f"No record with id {record_id[:64]!r} in {resource} of this administration.")
@@ -76,9 +88,8 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
 
     def list_items(request: Request[Any, Any, Any], code: str, limit: Limit = 100, cursor: Cursor = None,
                    modified_since: ModifiedSince = None) -> Any:
-        if modified_since is not None and modified_since.tzinfo is None:
-            raise Problem(400, "invalid-request", "Invalid request",
-                          "modified_since needs a time zone offset, e.g. 2026-01-31T12:00:00Z (RFC 3339).")
+        if modified_since is not None:
+            modified_since = _as_utc(modified_since)
         administration_id = _administration_id(request, code)
         with runtime_of(request).database.read() as session:
             page = records.list_records(session, administration_id, resource, limit=limit, cursor=cursor,

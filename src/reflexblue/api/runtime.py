@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from reflexblue.api.audit_worker import AuditWorker
 from reflexblue.security.keys import KeySet
 from reflexblue.security.passwords import Passwords
 from reflexblue.security.principal import AccessState
@@ -30,6 +31,8 @@ class Runtime:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     #: administration code -> (id, name), reloaded with the access caches
     administrations: dict[str, tuple[str, str]]
+    #: Writes token rejections to the audit trail and applies its retention; started by start().
+    audit_worker: AuditWorker | None = None
 
     @classmethod
     def start(cls, settings: Settings, database: Database) -> Runtime:
@@ -60,6 +63,8 @@ class Runtime:
         )
         runtime.passwords.warm_up()
         runtime.refresh(force=True)
+        runtime.audit_worker = AuditWorker(database, settings.audit_retention_days)
+        runtime.audit_worker.start()
         return runtime
 
     def refresh(self, *, force: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,14 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_login_body(raw: bytes) -> tuple[str, str]:
     """Return (username, password) from a login body, or raise a problem that never echoes values."""
     try:
@@ -95,6 +104,10 @@ def parse_login_body(raw: bytes) -> tuple[str, str]:
             errors.append({"field": name, "message": "empty: give a non-empty string"})
         elif len(value) > limit:
             errors.append({"field": name, "message": f"longer than {limit} characters"})
+        elif not _is_utf8(value):
+            errors.append({"field": name, "message": "contains a lone surrogate: send valid Unicode text"})
+        elif name == "username" and any(unicodedata.category(char) == "Cc" for char in value):
+            errors.append({"field": name, "message": "contains control characters, which no username has"})
     unknown = sorted(set(document) - {"username", "password"})
     if unknown:
         errors.append({"field": unknown[0][:40], "message": "unknown member: send only username and password"})
@@ -183,6 +196,8 @@ async def login(request: Request[Any, Any, Any]) -> Response[TokenResponse]:
                       "The credentials are correct, but the user is not linked to an External seat, and only such "
                       "users may use the External API: ask the administrator of the environment to link it.")
     stamp, display = info
+    if runtime.access.refresh_due:
+        await sync_to_thread(runtime.refresh)  # sign with the newest key after a rotation elsewhere
     token, claims = runtime.tokens.issue(user_id, stamp)
     event("login.succeeded", logging.INFO, username=display, client=address, jti=claims.token_id, kid=claims.kid)
     await sync_to_thread(_audit_login, runtime, outcome, display, address)

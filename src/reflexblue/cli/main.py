@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 
 from reflexblue.cli.access import access_command
 from reflexblue.cli.administrations import administrations, plan
+from reflexblue.cli.audit import audit
 from reflexblue.cli.context import CliState, ErrorBoundaryGroup, pass_state
 from reflexblue.cli.keys import keys
 from reflexblue.cli.output import json_option, print_json, say
@@ -89,6 +90,7 @@ cli.add_command(roles)
 cli.add_command(permissions_command)
 cli.add_command(access_command)
 cli.add_command(keys)
+cli.add_command(audit)
 
 
 def main() -> None:

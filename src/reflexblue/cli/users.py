@@ -31,19 +31,19 @@ password_source_option = click.option(
 )
 
 
-def read_new_password(from_stdin: bool) -> str:
-    """Read a new password from stdin or a hidden prompt and check it against the password policy."""
+def read_new_password(from_stdin: bool, username: str) -> str:
+    """Read a new password for ``username`` from stdin or a hidden prompt and check it against the policy."""
     if from_stdin:
         text = sys.stdin.read()
         if text.endswith("\r\n"):
             text = text[:-2]
         elif text.endswith("\n"):
             text = text[:-1]
-        return check_password_policy(text)
+        return check_password_policy(text, username=username)
 
     def check(value: str) -> str:
         try:
-            return check_password_policy(value)
+            return check_password_policy(value, username=username)
         except ValidationError as error:
             raise click.UsageError(str(error)) from None
 
@@ -130,7 +130,7 @@ def users_create(
                 f"user {username!r} already exists (usernames are compared case-insensitively): "
                 f"use 'reflexblue users set-password {username}' to change its password"
             )
-    password_hash = Passwords(state.settings()).hash(read_new_password(password_from_stdin))
+    password_hash = Passwords(state.settings()).hash(read_new_password(password_from_stdin, username))
     with database.write() as session:
         user = repository.create_user(
             session, username, password_hash, actor=state.actor, active=not inactive, external_seat=external_seat
@@ -150,8 +150,8 @@ def users_set_password(state: CliState, username: str, password_from_stdin: bool
     """Set a new password for USERNAME; tokens issued before the change stop working."""
     database = state.database()
     with database.read() as session:
-        lookup.user(session, username)
-    password_hash = Passwords(state.settings()).hash(read_new_password(password_from_stdin))
+        display = lookup.user(session, username).username
+    password_hash = Passwords(state.settings()).hash(read_new_password(password_from_stdin, display))
     with database.write() as session:
         user = lookup.user(session, username)
         repository.set_password_hash(session, user, password_hash, actor=state.actor)

@@ -13,6 +13,7 @@ removes them all.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,7 +347,7 @@ class _SpecParser:
                 self.fail(location, f"duplicate username, already listed as {seen[key]} "
                                     "(usernames are compared case-insensitively): list each user once")
             seen[key] = location
-            password, password_hash = self.parse_credentials(entry, location)
+            password, password_hash = self.parse_credentials(entry, location, display)
             result.append(
                 UserSpec(
                     location=location,
@@ -360,13 +361,15 @@ class _SpecParser:
             )
         return tuple(result)
 
-    def parse_credentials(self, entry: dict[str, Any], location: str) -> tuple[str | None, str | None]:
+    def parse_credentials(
+        self, entry: dict[str, Any], location: str, username: str
+    ) -> tuple[str | None, str | None]:
         password = entry.get("password")
         password_hash = entry.get("password_hash")
         if password is not None and password_hash is not None:
             self.fail(location, 'give either "password" or "password_hash", not both')
         if password is not None:
-            self.check(location, check_password_policy, password)
+            self.check(location, functools.partial(check_password_policy, username=username), password)
         if password_hash is not None:
             self.check(location, check_password_hash, password_hash)
         return password, password_hash

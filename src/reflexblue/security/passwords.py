@@ -6,17 +6,28 @@ so an unknown user costs the same time as a wrong password.
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
+from importlib import resources
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from reflexblue.domain.errors import ValidationError
+from reflexblue.domain.usernames import normalise_username
 from reflexblue.settings import Settings
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
+#: Package data: one common password a line, lowercased; lines starting with "#" are comments.
+COMMON_PASSWORDS_FILE = "common-passwords.txt"
+#: A password may not contain a username of at least this many characters. Shorter usernames
+#: (such as "api") occur by chance in strong passwords, so they are only compared for equality.
+MIN_USERNAME_LENGTH_TO_CONTAIN = 4
+#: A password that repeats a unit of at most this many characters ("abababababab") is rejected.
+MAX_REPEATED_UNIT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +80,49 @@ class Passwords:
         return Verification(ok=True)
 
 
-def check_password_policy(password: object) -> str:
+def _comparison_key(text: str) -> str:
+    """Return the form in which the policy compares passwords: NFKC-normalised and case-folded."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """Return the common passwords shipped with the package, in comparison form."""
+    text = resources.files(__package__).joinpath(COMMON_PASSWORDS_FILE).read_text(encoding="utf-8")
+    return frozenset(_comparison_key(line) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def _repeats_short_unit(key: str) -> bool:
+    """Return whether ``key`` is one unit of at most MAX_REPEATED_UNIT characters, repeated."""
+    for size in range(1, MAX_REPEATED_UNIT + 1):
+        unit = key[:size]
+        if (unit * (len(key) // size + 1))[: len(key)] == key:
+            return True
+    return False
+
+
+def _step(first: str, second: str) -> int:
+    """Return +1 or -1 when ``second`` follows or precedes ``first``, else 0; digits wrap (9 -> 0)."""
+    if first in "0123456789" and second in "0123456789":
+        difference = (int(second) - int(first)) % 10
+        return {1: 1, 9: -1}.get(difference, 0)
+    difference = ord(second) - ord(first)
+    return difference if difference in (1, -1) else 0
+
+
+def _is_sequence(key: str) -> bool:
+    """Return whether ``key`` is one run of consecutive characters, such as "abcdefghijkl" or "098765432109"."""
+    steps = {_step(first, second) for first, second in zip(key, key[1:], strict=False)}
+    return steps in ({1}, {-1})
+
+
+def check_password_policy(password: object, *, username: str | None = None) -> str:
     """Return ``password`` unchanged if it may be set, or raise ValidationError saying why not.
 
-    The password is never trimmed, normalised or truncated, and the message never contains it.
+    Beyond the length limits, the password must not be on the shipped list of common passwords,
+    be a short unit repeated or a run of consecutive characters, or contain ``username`` (when
+    given). These comparisons ignore case and use the NFKC form. The password is never trimmed,
+    normalised or truncated, and the message never contains it.
     """
     if not isinstance(password, str):
         raise ValidationError("invalid password: it must be a string")
@@ -80,6 +130,23 @@ def check_password_policy(password: object) -> str:
         raise ValidationError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise ValidationError(f"password too long: use at most {MAX_PASSWORD_LENGTH} characters")
+    key = _comparison_key(password)
+    if key in common_passwords():
+        raise ValidationError(
+            "password too common: it is on the list of common passwords that attackers try first; "
+            "choose another, such as several random words"
+        )
+    if _repeats_short_unit(key) or _is_sequence(key):
+        raise ValidationError(
+            "password too simple: it repeats a few characters or is a run such as abcdef or 987654; choose another"
+        )
+    if username is not None:
+        username_key = normalise_username(username)
+        if username_key and (
+            key.strip() == username_key
+            or (len(username_key) >= MIN_USERNAME_LENGTH_TO_CONTAIN and username_key in key)
+        ):
+            raise ValidationError("invalid password: it contains the username; choose one that does not")
     return password
 
 

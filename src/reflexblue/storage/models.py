@@ -21,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -205,8 +206,20 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
 
 
+class AppendOnlyError(RuntimeError):
+    """Code tried to change or delete an audit event through the ORM."""
+
+
+@event.listens_for(AuditEvent, "before_update")
+@event.listens_for(AuditEvent, "before_delete")
+def _reject_audit_event_change(_mapper: Any, _connection: Any, target: AuditEvent) -> None:
+    # Only storage.audit.purge_older_than deletes audit rows, with a bulk DELETE that skips this hook.
+    raise AppendOnlyError(f"audit event {target.id} cannot be changed or deleted: the audit trail is append-only")
+
+
 __all__ = [
     "Administration",
+    "AppendOnlyError",
     "AuditEvent",
     "Base",
     "Environment",

@@ -10,6 +10,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,9 @@ from sqlalchemy.orm import Session
 from reflexblue.domain.errors import ConflictError, ValidationError
 from reflexblue.storage.models import Record, utcnow
 from reflexblue.storage.repository import new_id
+
+
+_RECORD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class InvalidCursor(ValidationError):
@@ -47,9 +51,12 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         modified_at = dt.datetime.fromisoformat(modified_at_text)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise InvalidCursor() from None
-    if not isinstance(record_id, str) or modified_at.tzinfo is None:
+    if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id) or modified_at.tzinfo is None:
         raise InvalidCursor()
-    return modified_at, record_id
+    try:
+        return modified_at.astimezone(dt.UTC), record_id
+    except OverflowError:
+        raise InvalidCursor() from None
 
 
 def list_records(
@@ -76,6 +83,9 @@ def list_records(
 
 
 def get_record(session: Session, administration_id: str, resource: str, record_id: str) -> Record | None:
+    """Return the record, or None when the id does not exist in this administration's resource."""
+    if not _RECORD_ID.fullmatch(record_id):
+        return None  # not an id this server issues (record ids are UUIDs), so it cannot exist
     return session.scalars(
         select(Record).where(
             Record.id == record_id, Record.administration_id == administration_id, Record.resource == resource

@@ -112,14 +112,14 @@ def test_verify_wrong_password_returns_no_rehash(stored_hash: str) -> None:
 
 
 def test_policy_accepts_min_length() -> None:
-    password = "x" * MIN_PASSWORD_LENGTH
+    password = "Tq7-vRm2#pLw"[:MIN_PASSWORD_LENGTH]
 
     assert MIN_PASSWORD_LENGTH == 12
     assert check_password_policy(password) == password
 
 
 def test_policy_accepts_max_length() -> None:
-    password = "x" * MAX_PASSWORD_LENGTH
+    password = ("Tq7-vRm2#pLw" * MAX_PASSWORD_LENGTH)[:MAX_PASSWORD_LENGTH]
 
     assert MAX_PASSWORD_LENGTH == 1024
     assert check_password_policy(password) == password
