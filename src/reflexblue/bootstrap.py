@@ -1,4 +1,4 @@
-"""First-start preparation shared by ``serve``, ``provision`` and ``demo``: migrate, make keys."""
+"""First-start preparation shared by every command: migrate, and for servers make a signing key."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ from reflexblue.storage.database import Database
 from reflexblue.storage.repository import get_environment
 
 
-def prepare(settings: Settings, *, actor: str = "system") -> Database:
-    """Apply pending migrations and make sure the environment row and an active signing key exist."""
+def prepare(settings: Settings, *, actor: str = "system", signing_key: bool = False) -> Database:
+    """Apply pending migrations and make sure the environment row exists.
+
+    With ``signing_key`` (servers only) it also makes sure an active key for the configured
+    algorithm exists. Administration commands never create or rotate keys, so a shell with other
+    settings cannot change the keys that running servers sign with.
+    """
     database = Database(settings.database_url)
     database.migrate()
     with database.write() as session:
         get_environment(session)
-        ensure_active_key(session, settings.token_algorithm, secret=settings.secret_key, actor=actor)
+        if signing_key:
+            ensure_active_key(session, settings.token_algorithm, secret=settings.secret_key, actor=actor)
     return database

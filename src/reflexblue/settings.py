@@ -6,6 +6,7 @@ read, so worker processes started by uvicorn see exactly what the command line s
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -120,10 +121,25 @@ class Settings:
                self.audit_retention_days,
                f"use a number of days from 1 to {MAX_AUDIT_RETENTION_DAYS}, or 0 to keep audit events forever")
         _check(self.log_format in ("json", "text"), "REFLEXBLUE_LOG_FORMAT", self.log_format, "use json or text")
+        _check(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "REFLEXBLUE_LOG_LEVEL",
+               self.log_level, "use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        for entry in self.trusted_proxies.split(","):
+            _check(_is_network(entry.strip()), "REFLEXBLUE_TRUSTED_PROXIES", entry.strip(),
+                   "use comma-separated addresses or networks such as 10.0.0.0/8")
         _check(0 < len(self.token_audience.strip()) <= 200, "REFLEXBLUE_TOKEN_AUDIENCE", self.token_audience,
                "set a non-empty audience of at most 200 characters")
         _check(len(self.token_issuer) <= 200, "REFLEXBLUE_TOKEN_ISSUER", self.token_issuer,
                "use at most 200 characters, or leave it unset for urn:reflexblue:<environment id>")
+
+
+def _is_network(text: str) -> bool:
+    if not text:
+        return True
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _check(ok: bool, name: str, value: object, fix: str) -> None:

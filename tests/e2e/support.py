@@ -247,7 +247,7 @@ class Seeder:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self.settings = fast_settings(database_url)
-        self.database = prepare(self.settings)
+        self.database = prepare(self.settings, signing_key=True)
         self.passwords = Passwords(self.settings)
 
     def close(self) -> None:

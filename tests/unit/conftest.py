@@ -92,7 +92,7 @@ def sqlite_settings(sqlite_url: str) -> Settings:
 @pytest.fixture
 def sqlite_database(sqlite_settings: Settings) -> Iterator[Database]:
     """A migrated SQLite database with the environment row and an active EdDSA signing key."""
-    database = prepare(sqlite_settings)
+    database = prepare(sqlite_settings, signing_key=True)
     yield database
     database.dispose()
 
@@ -100,7 +100,7 @@ def sqlite_database(sqlite_settings: Settings) -> Iterator[Database]:
 @pytest.fixture
 def postgres_database(postgres_url: str) -> Iterator[Database]:
     """A migrated PostgreSQL database with the environment row and an active EdDSA signing key."""
-    database = prepare(_cheap_settings(postgres_url))
+    database = prepare(_cheap_settings(postgres_url), signing_key=True)
     yield database
     database.dispose()
 

@@ -307,7 +307,7 @@ def test_seat_link_and_cap(run: Run) -> None:
     ok(run("users", "create", "second", "--password-stdin", input=PASSWORD))
 
     assert "(1 of 1 seats in use)" in ok(run("users", "link-seat", "first")).stdout
-    assert_error(run("users", "link-seat", "second"), "all 1 External seats of the plan are in use")
+    assert_error(run("users", "link-seat", "second"), "the plan's only External seat is in use")
     assert "(0 of 1 seats in use)" in ok(run("users", "unlink-seat", "first")).stdout
     ok(run("users", "link-seat", "second"))
     assert loads(run("plan", "show", "--json"))["seats_used"] == 1
@@ -470,7 +470,13 @@ def test_access_reports_seat_and_inactive(run: Run) -> None:
 # Keys
 
 
+def test_keys_list_empty_before_first_server(run: Run) -> None:
+    # Administration commands never create keys: only a server start (or keys rotate) does.
+    assert loads(run("keys", "list", "--json")) == []
+
+
 def test_keys_rotate_and_retire(run: Run) -> None:
+    ok(run("keys", "rotate"))
     [first] = loads(run("keys", "list", "--json"))
     assert first["state"] == "active"
 

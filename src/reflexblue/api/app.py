@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import msgspec
 from litestar import Litestar, Request, Response
@@ -31,6 +32,7 @@ from reflexblue.api.security_routes import login, logout, permissions
 from reflexblue.bootstrap import prepare
 from reflexblue.domain.access import ApiVersion
 from reflexblue.domain.errors import ReflexBlueError
+from reflexblue.logs import configure_logging
 from reflexblue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,11 @@ def handle_schema_error(request: Request, exc: msgspec.ValidationError) -> Respo
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application; the database is migrated and the caches loaded at startup."""
     settings = settings or Settings.from_env()
+    # Each uvicorn worker builds its own app, so logging is configured here, in every process.
+    configure_logging(settings.log_level, settings.log_format)
 
     async def start(app: Litestar) -> None:
-        database = await sync_to_thread(prepare, settings)
+        database = await sync_to_thread(partial(prepare, settings, signing_key=True))
         app.state.runtime = await sync_to_thread(Runtime.start, settings, database)
         log.info("reflexblue server ready (database %s)", database.describe())
 

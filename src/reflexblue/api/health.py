@@ -23,7 +23,11 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         await sync_to_thread(runtime.database.ping)
     except Exception as error:  # noqa: BLE001 - any failure means "not ready"
         return Response({"status": "unavailable", "database": type(error).__name__}, status_code=503)
-    return Response({"status": "ready", "database": "ok"})
+    if runtime.access.refresh_due:
+        await sync_to_thread(runtime.refresh)
+    if runtime.keys.problem:
+        return Response({"status": "unavailable", "database": "ok", "signing_key": "unavailable"}, status_code=503)
+    return Response({"status": "ready", "database": "ok", "signing_key": "ok"})
 
 
 @get("/.well-known/jwks.json", tags=["Security"], summary="Public keys that verify this server's tokens")

@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from reflexblue.domain.access import Decision
 from reflexblue.domain.errors import ConflictError, NotFoundError, ValidationError
 from reflexblue.logs import event
+from reflexblue.security.keys import SigningKeyUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def problem_spec(description: str) -> ResponseSpec:
 
 
 AUTH_ERRORS = {
+    400: problem_spec("A path parameter or the JSON body is malformed, or more than one Authorization header "
+                      "was sent."),
     401: problem_spec("The token is missing, malformed, badly signed, expired, not yet valid or revoked, or its "
                       "user is unknown or inactive. The WWW-Authenticate header and 'reason' say which."),
     403: problem_spec("The user is not linked to an External seat, or lacks a permission: the body names the "
@@ -168,7 +171,11 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetail]:
-    if isinstance(exc, ConflictError):
+    if isinstance(exc, SigningKeyUnavailable):
+        event("keys.unavailable", logging.ERROR, problem=str(exc), path=request.url.path)
+        problem = Problem(503, "service-unavailable", "Service unavailable",
+                          "The server cannot sign tokens right now; retry later.", headers={"Retry-After": "30"})
+    elif isinstance(exc, ConflictError):
         problem = Problem(409, "conflict", "Conflict", str(exc))
     elif isinstance(exc, NotFoundError):
         problem = Problem(404, "not-found", "Not found", str(exc))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 
 import click
@@ -11,8 +10,11 @@ import click
 from reflexblue.bootstrap import prepare
 from reflexblue.cli.context import CliState, pass_state
 from reflexblue.demo import DEMO_DATABASE_URL, DEMO_USERS, install_demo
+from reflexblue.domain.errors import ReflexBlueError
 from reflexblue.logs import configure_logging, event
+from reflexblue.security.keys import KeySet
 from reflexblue.settings import PREFIX, Settings
+from reflexblue.storage.database import Database
 
 APP_FACTORY = "reflexblue.api.app:create_app"
 #: Seconds uvicorn waits for open requests to finish after SIGTERM or SIGINT.
@@ -29,6 +31,15 @@ database_url_option = click.option(
 )
 
 
+def check_signing_keys(database: Database, settings: Settings) -> None:
+    """Stop before uvicorn starts when the active signing key cannot be opened with these settings."""
+    keys = KeySet(settings.token_algorithm, settings.secret_key, settings.token_lifetime, settings.token_leeway)
+    with database.read() as session:
+        keys.load(session)
+    if keys.problem:
+        raise ReflexBlueError(keys.problem)
+
+
 def serve_forever(state: CliState, *, host: str, port: int, workers: int) -> None:
     """Prepare the database, log the start and run uvicorn until it is stopped.
 
@@ -40,14 +51,16 @@ def serve_forever(state: CliState, *, host: str, port: int, workers: int) -> Non
     state.export_environment()
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    database = prepare(settings, actor=state.actor)
+    database = prepare(settings, actor=state.actor, signing_key=True)
+    check_signing_keys(database, settings)
     event("server.starting", database=database.describe(), host=host, port=port, workers=workers,
           token_lifetime=settings.token_lifetime, revoke_on_logout=settings.revoke_on_logout)
     database.dispose()
     if not settings.secret_key:
         event("server.secret_key_unset", logging.WARNING,
               detail="private signing keys are stored unencrypted in the database: set REFLEXBLUE_SECRET_KEY "
-                     "from a secret store to encrypt new keys, then run 'reflexblue keys rotate'")
+                     "from a secret store for every server and command, restart, then run 'reflexblue keys rotate' "
+                     "so the new key is stored encrypted")
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -131,11 +144,13 @@ def demo_banner(base_url: str) -> str:
 def demo_command(state: CliState, host: str, port: int, database_url: str | None, no_serve: bool) -> None:
     """Install demo administrations, users and records, print how to call the API, then serve it.
 
-    The database is sqlite:///reflexblue-demo.db unless --database-url or REFLEXBLUE_DATABASE_URL
-    names another. Running the demo again keeps existing data and adds only what is missing.
+    The database is sqlite:///reflexblue-demo.db unless --database-url names another;
+    REFLEXBLUE_DATABASE_URL is ignored, so the demo's published passwords never reach a real
+    environment by accident. Running the demo again resets the demo plan, users, roles and
+    passwords to their demo values and adds missing records; other data is kept.
     """
     state.override("database_url", database_url)
-    if PREFIX + "DATABASE_URL" not in state.overrides and PREFIX + "DATABASE_URL" not in os.environ:
+    if PREFIX + "DATABASE_URL" not in state.overrides:
         state.override("database_url", DEMO_DATABASE_URL)
     settings = state.settings()
     configure_logging(settings.log_level, settings.log_format)

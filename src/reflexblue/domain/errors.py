@@ -45,8 +45,9 @@ class SeatLimitError(ReflexBlueError):
                 "raise the plan's external_seats first, e.g. `reflexblue plan set --external-seats 5`"
             )
         else:
+            seats = "the plan's only External seat is" if limit == 1 else f"all {limit} External seats of the plan are"
             message = (
-                f"all {limit} External seats of the plan are in use: unlink a user "
+                f"{seats} in use: unlink a user "
                 "(`reflexblue users unlink-seat NAME`) or raise the plan's external_seats"
             )
         super().__init__(message)

@@ -20,7 +20,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from reflexblue.domain.errors import NotFoundError, ValidationError
+from reflexblue.domain.errors import NotFoundError, ReflexBlueError, ValidationError
 from reflexblue.storage.models import SigningKey, utcnow
 from reflexblue.storage.repository import audit, bump_access_epoch, get_environment
 
@@ -32,8 +32,8 @@ PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
-class KeyDecryptionError(ValidationError):
-    """A stored private key cannot be opened with the configured secret."""
+class SigningKeyUnavailable(ReflexBlueError):
+    """No active signing key can be used with this process's settings, so no token can be issued."""
 
 
 def _generate(algorithm: str) -> PrivateKey:
@@ -133,15 +133,18 @@ class KeySet:
         self._keys: dict[str, LoadedKey] = {}
         self._active: LoadedKey | None = None
         self._lock = threading.Lock()
+        #: Why no active key can sign, or None when one can; the operator's fix is in the text.
+        self.problem: str | None = None
 
     def load(self, session: Session) -> None:
         rows = session.scalars(select(SigningKey).where(SigningKey.state != RETIRED)).all()
         keys: dict[str, LoadedKey] = {}
         active: LoadedKey | None = None
+        problem: str | None = None
         for row in rows:
             private_key = None
             if row.state == ACTIVE:
-                private_key = self._open(row)
+                private_key, problem = self._open(row)
             public_key: PublicKey
             if row.algorithm == "EdDSA":
                 public_key = OKPAlgorithm.from_jwk(row.public_jwk)  # type: ignore[assignment]
@@ -150,28 +153,44 @@ class KeySet:
             loaded = LoadedKey(row.kid, row.algorithm, row.state, public_key, private_key,
                                dict(row.public_jwk), row.deactivated_at)
             keys[row.kid] = loaded
-            if row.state == ACTIVE and row.algorithm == self.algorithm:
+            if row.state == ACTIVE and row.algorithm == self.algorithm and private_key is not None:
                 active = loaded
+        if active is None and problem is None:
+            problem = (
+                f"no active {self.algorithm} signing key: another process changed the keys or the algorithm; "
+                f"run `reflexblue keys rotate` with REFLEXBLUE_TOKEN_ALGORITHM={self.algorithm}, or give every "
+                "server the same REFLEXBLUE_TOKEN_ALGORITHM"
+            )
         with self._lock:
             self._keys = keys
             self._active = active
+            self.problem = problem
 
-    def _open(self, row: SigningKey) -> PrivateKey:
-        password = self._secret.encode() if self._secret else None
+    def _open(self, row: SigningKey) -> tuple[PrivateKey | None, str | None]:
+        """Open the private key of ``row``; returns (key, None), or (None, why it failed)."""
         try:
-            key = serialization.load_pem_private_key(row.private_key, password=password)
-        except (TypeError, ValueError):
-            raise KeyDecryptionError(
-                f"cannot open signing key {row.kid!r}: REFLEXBLUE_SECRET_KEY differs from the one the key was "
-                "stored with (or is missing); set the original secret, or run `reflexblue keys rotate`"
-            ) from None
-        return key  # type: ignore[return-value]
+            key = serialization.load_pem_private_key(row.private_key, password=None)
+        except TypeError:  # encrypted: needs the secret
+            if not self._secret:
+                return None, (
+                    f"signing key {row.kid!r} is encrypted, but REFLEXBLUE_SECRET_KEY is not set: "
+                    "set the secret it was stored with"
+                )
+            try:
+                key = serialization.load_pem_private_key(row.private_key, password=self._secret.encode())
+            except (TypeError, ValueError):
+                return None, (
+                    f"cannot open signing key {row.kid!r}: REFLEXBLUE_SECRET_KEY differs from the secret it was "
+                    "stored with; set the original secret on every server and command"
+                )
+        return key, None  # type: ignore[return-value]
 
     @property
     def active(self) -> LoadedKey:
+        """The key that signs new tokens; raises SigningKeyUnavailable when there is none."""
         active = self._active
         if active is None or active.private_key is None:
-            raise RuntimeError("no active signing key loaded")
+            raise SigningKeyUnavailable(self.problem or "no active signing key loaded")
         return active
 
     def verification_key(self, kid: str) -> LoadedKey | None:

@@ -35,9 +35,10 @@ def normalise_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError:
+        # The value is not shown: it may contain a password.
         raise SettingsError(
-            f"invalid REFLEXBLUE_DATABASE_URL={url!r}: use sqlite:///file.db, sqlite:////absolute/path.db "
-            "or postgresql://user@host:5432/name"
+            "invalid REFLEXBLUE_DATABASE_URL (value not shown, it may contain a password): use sqlite:///file.db, "
+            "sqlite:////absolute/path.db or postgresql://user@host:5432/name"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":

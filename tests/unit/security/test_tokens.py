@@ -27,7 +27,7 @@ from reflexblue.security.keys import (
     ACTIVE,
     PREVIOUS,
     RETIRED,
-    KeyDecryptionError,
+    SigningKeyUnavailable,
     KeySet,
     create_key,
     ensure_active_key,
@@ -290,7 +290,7 @@ def test_verify_rejects_non_string_kid(
 def test_verify_rejects_other_database_token(tokens: Tokens, cheap_settings: Callable[..., Settings],
                                              tmp_path: Any) -> None:
     other_settings = cheap_settings(f"sqlite:///{tmp_path}/other.db")
-    other_database = prepare(other_settings)
+    other_database = prepare(other_settings, signing_key=True)
     other = Tokens(other_settings, load_key_set(other_database, other_settings), ISSUER)
     token, _ = other.issue("user-1", STAMP)
 
@@ -754,7 +754,7 @@ def test_jwks_key_verifies_issued_token(tokens: Tokens, keys: KeySet, sqlite_set
 def test_active_key_missing_raises(sqlite_settings: Settings) -> None:
     empty = KeySet("EdDSA", "", sqlite_settings.token_lifetime, sqlite_settings.token_leeway)
 
-    with pytest.raises(RuntimeError, match="no active signing key"):
+    with pytest.raises(SigningKeyUnavailable, match="no active signing key"):
         empty.active  # noqa: B018 - the property access is the behaviour under test
 
 
@@ -768,7 +768,7 @@ def es256_settings(cheap_settings: Callable[..., Settings], sqlite_url: str) -> 
 
 
 def test_es256_roundtrip(es256_settings: Settings) -> None:
-    database = prepare(es256_settings)
+    database = prepare(es256_settings, signing_key=True)
     tokens = Tokens(es256_settings, load_key_set(database, es256_settings), ISSUER)
 
     token, issued = tokens.issue("user-1", STAMP)
@@ -779,7 +779,7 @@ def test_es256_roundtrip(es256_settings: Settings) -> None:
 
 
 def test_es256_jwks_is_p256(es256_settings: Settings) -> None:
-    database = prepare(es256_settings)
+    database = prepare(es256_settings, signing_key=True)
 
     (entry,) = load_key_set(database, es256_settings).jwks(dt.datetime.now(dt.UTC))["keys"]
 
@@ -813,7 +813,7 @@ def stored_private_keys(database: Database) -> list[bytes]:
 
 
 def test_private_key_encrypted_with_secret(cheap_settings: Callable[..., Settings], sqlite_url: str) -> None:
-    database = prepare(cheap_settings(sqlite_url, secret_key=SECRET))
+    database = prepare(cheap_settings(sqlite_url, secret_key=SECRET), signing_key=True)
 
     (pem,) = stored_private_keys(database)
 
@@ -830,7 +830,7 @@ def test_private_key_plain_without_secret(sqlite_database: Database) -> None:
 
 def test_encrypted_key_opens_with_secret(cheap_settings: Callable[..., Settings], sqlite_url: str) -> None:
     settings = cheap_settings(sqlite_url, secret_key=SECRET)
-    database = prepare(settings)
+    database = prepare(settings, signing_key=True)
     tokens = Tokens(settings, load_key_set(database, settings), ISSUER)
 
     token, issued = tokens.issue("user-1", STAMP)
@@ -843,19 +843,23 @@ def test_encrypted_key_opens_with_secret(cheap_settings: Callable[..., Settings]
 def test_wrong_secret_rejected(
     cheap_settings: Callable[..., Settings], sqlite_url: str, wrong_secret: str
 ) -> None:
-    database = prepare(cheap_settings(sqlite_url, secret_key=SECRET))
+    database = prepare(cheap_settings(sqlite_url, secret_key=SECRET), signing_key=True)
     wrong = cheap_settings(sqlite_url, secret_key=wrong_secret)
 
-    with pytest.raises(KeyDecryptionError) as caught:
-        load_key_set(database, wrong)
+    keys = load_key_set(database, wrong)
 
-    assert "REFLEXBLUE_SECRET_KEY" in str(caught.value)
-    assert SECRET not in str(caught.value)
+    assert keys.problem is not None
+    assert "REFLEXBLUE_SECRET_KEY" in keys.problem
+    assert SECRET not in keys.problem
+    with pytest.raises(SigningKeyUnavailable):
+        _ = keys.active
     database.dispose()
 
 
-def test_secret_on_plain_key_rejected(
+def test_secret_on_plain_key_accepted(
     sqlite_database: Database, cheap_settings: Callable[..., Settings], sqlite_url: str
 ) -> None:
-    with pytest.raises(KeyDecryptionError):
-        load_key_set(sqlite_database, cheap_settings(sqlite_url, secret_key=SECRET))
+    keys = load_key_set(sqlite_database, cheap_settings(sqlite_url, secret_key=SECRET))
+
+    assert keys.problem is None
+    assert keys.active.private_key is not None
