@@ -185,6 +185,26 @@ def test_password_hash_is_stored_as_given(settings: Settings, write: Callable[..
     assert not provision_file(settings, write(document)).changed
 
 
+def test_password_hash_rehashed_at_login_stays(settings: Settings, write: Callable[..., Path]) -> None:
+    # A login re-hashes a provisioned hash made with other argon2 parameters; the file still applies cleanly.
+    from argon2 import PasswordHasher
+
+    foreign_hash = PasswordHasher(memory_cost=9216, time_cost=1, parallelism=1).hash("hashed-elsewhere-password")
+    document = spec_example()
+    del document["users"][0]["password"]
+    document["users"][0]["password_hash"] = foreign_hash
+    provision_file(settings, write(document))
+    stamp = load_user(settings, "shop-api")["credential_stamp"]
+    database = Database(settings.database_url)
+    with database.write() as session:
+        user = repository.get_user(session, "shop-api")
+        repository.rehash_password(session, user.id, foreign_hash, Passwords(settings).hash("hashed-elsewhere-password"))
+    database.dispose()
+
+    assert not provision_file(settings, write(document)).changed
+    assert load_user(settings, "shop-api")["credential_stamp"] == stamp
+
+
 def test_permission_triples_are_accepted(settings: Settings, write: Callable[..., Path]) -> None:
     document = spec_example()
     document["administrations"][0]["roles"][0]["permissions"] = [

@@ -207,7 +207,10 @@ def _create_user(
         raise _fail(spec, entry.location, 'the user does not exist yet, so give "password" or "password_hash"')
     active = True if entry.active is None else entry.active
     # The seat is linked later, after the unlinks of this file have freed seats.
-    return repository.create_user(session, entry.username, password_hash, actor=actor, active=active)
+    user = repository.create_user(session, entry.username, password_hash, actor=actor, active=active)
+    if entry.password is None:
+        user.provisioned_hash_digest = repository.hash_digest(password_hash)
+    return user
 
 
 def _update_password(session: Session, entry: UserSpec, user: User, passwords: Passwords, actor: str) -> bool:
@@ -218,7 +221,9 @@ def _update_password(session: Session, entry: UserSpec, user: User, passwords: P
         repository.set_password_hash(session, user, passwords.hash(entry.password), actor=actor)
         return True
     if entry.password_hash is not None and entry.password_hash != user.password_hash:
-        repository.set_password_hash(session, user, entry.password_hash, actor=actor)
+        if user.provisioned_hash_digest == repository.hash_digest(entry.password_hash):
+            return False  # the same file hash, re-hashed at login under newer argon2 parameters
+        repository.set_password_hash(session, user, entry.password_hash, actor=actor, provisioned=True)
         return True
     return False
 

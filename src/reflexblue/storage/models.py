@@ -95,6 +95,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     external_seat: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: SHA-256 of the last password_hash applied from a provisioning file, so re-applying the file
+    #: after a login re-hashed the password (new argon2 parameters) changes nothing.
+    provisioned_hash_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: Changes with every password change and "log out everywhere"; tokens carry it.
     credential_stamp: Mapped[str] = mapped_column(String(32), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, nullable=False, default=utcnow)

@@ -8,6 +8,7 @@ alter an access decision bumps the environment's ``access_epoch``, which running
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import secrets
 import uuid
@@ -227,13 +228,24 @@ def create_user(
     return user
 
 
-def set_password_hash(session: Session, user: User, password_hash: str, *, actor: str) -> None:
-    """Store a new password hash; tokens issued before the change stop working."""
+def set_password_hash(
+    session: Session, user: User, password_hash: str, *, actor: str, provisioned: bool = False
+) -> None:
+    """Store a new password hash; tokens issued before the change stop working.
+
+    ``provisioned`` marks a hash taken verbatim from a provisioning file (see ``provisioned_hash_digest``).
+    """
     user.password_hash = password_hash
+    user.provisioned_hash_digest = hash_digest(password_hash) if provisioned else None
     user.credential_stamp = new_credential_stamp()
     user.modified_at = utcnow()
     audit(session, "user.password_changed", actor, username=user.username)
     bump_access_epoch(session)
+
+
+def hash_digest(password_hash: str) -> str:
+    """Return the SHA-256 hex digest of a password hash string, to recognise a provisioned hash later."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()
 
 
 def rehash_password(session: Session, user_id: str, old_hash: str, new_hash: str) -> None:
