@@ -14,7 +14,7 @@ from litestar.concurrency import sync_to_thread
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from reflexblue.api.auth import authenticate, bearer_token, require_json, require_seat, runtime_of, unauthorized
+from reflexblue.api.auth import authenticate, bearer_token, require_json, require_seat, runtime_of
 from reflexblue.api.problems import AUTH_ERRORS, Problem, problem_spec
 from reflexblue.api.runtime import Runtime
 from reflexblue.domain.access import explain

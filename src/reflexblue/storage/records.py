@@ -22,7 +22,6 @@ from reflexblue.domain.errors import ConflictError, ValidationError
 from reflexblue.storage.models import Record, utcnow
 from reflexblue.storage.repository import new_id
 
-
 _RECORD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import reflexblue.storage.models
-
-
 revision = '0002'
 down_revision = '0001'
 branch_labels = None
