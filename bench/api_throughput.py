@@ -1,11 +1,12 @@
 """Measure requests per second of the main endpoints against a bare baseline, in one run.
 
-Starts one server process (one uvicorn worker) on a fresh SQLite database, seeds a user, and
-drives it over keep-alive HTTP/1.1 connections from a small asyncio client. Prints requests per
-second and latency percentiles per endpoint, and each endpoint's ratio to GET /healthz measured
-in the same run (the framework's floor on this machine).
+Starts one server process (one uvicorn worker) on a fresh SQLite database (or the empty database
+given with --database-url), seeds a user, and drives it over keep-alive HTTP/1.1 connections
+from a small asyncio client. Prints requests per second and latency percentiles per endpoint,
+and each endpoint's ratio to GET /healthz measured in the same run (the framework's floor on
+this machine).
 
-Usage: .venv/bin/python bench/api_throughput.py [--seconds 5] [--connections 16]
+Usage: .venv/bin/python bench/api_throughput.py [--seconds 5] [--connections 16] [--database-url URL]
 Client and server share the machine, so absolute figures are lower than with a separate load
 generator; the ratios are what to compare between runs.
 """
@@ -93,10 +94,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="an empty database to use, e.g. a new PostgreSQL database; default: a temporary "
+                             "SQLite file. Other REFLEXBLUE_* variables, such as REFLEXBLUE_REDIS_URL, are passed "
+                             "to the server as they are")
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as directory:
-        database_url = f"sqlite:///{Path(directory) / 'bench.db'}"
+        database_url = options.database_url or f"sqlite:///{Path(directory) / 'bench.db'}"
         seed(database_url)
         port = free_port()
         env = {**os.environ, "REFLEXBLUE_DATABASE_URL": database_url, "REFLEXBLUE_LOG_LEVEL": "WARNING"}

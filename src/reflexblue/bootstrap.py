@@ -15,7 +15,8 @@ def prepare(settings: Settings, *, actor: str = "system", signing_key: bool = Fa
     algorithm exists. Administration commands never create or rotate keys, so a shell with other
     settings cannot change the keys that running servers sign with.
     """
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, pool_size=settings.database_pool_size,
+                        timeout=settings.database_timeout)
     database.migrate()
     with database.write() as session:
         get_environment(session)

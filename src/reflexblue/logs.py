@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import threading
 import time
 from typing import Any
 
@@ -61,3 +63,28 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class RepeatedEventLog:
+    """A rate limit for one log event: at most one per ``interval`` seconds, with the repeats in between counted.
+
+    Each logged event carries ``suppressed``: how many were left out since the previous one.
+    Thread-safe.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._logged_at = -math.inf
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def event(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._logged_at < self._interval:
+                self._suppressed += 1
+                return
+            suppressed = self._suppressed
+            self._suppressed = 0
+            self._logged_at = now
+        event(name, level, suppressed=suppressed, **fields)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from reflexblue.domain.errors import ValidationError
 
@@ -38,6 +39,11 @@ class Settings:
     """Every setting of the server and the CLI. Field ``x`` is read from ``REFLEXBLUE_X``."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    #: Database connections each server process keeps open. Under load it opens up to as many again.
+    database_pool_size: int = 10
+    #: Seconds to wait for the database: to connect (at least 2 s on PostgreSQL), for a free pooled
+    #: connection, for one SQL statement (PostgreSQL statement_timeout) and for SQLite's write lock.
+    database_timeout: float = 5.0
     #: Token lifetime in seconds (exp - iat).
     token_lifetime: int = 86_400
     #: Allowed clock skew in seconds when checking exp, nbf and iat; at most 60.
@@ -75,6 +81,15 @@ class Settings:
     audit_retention_days: int = 365
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    #: Redis server for login throttle counters and access-change notifications, e.g.
+    #: redis://127.0.0.1:6379/0; empty keeps throttle counters in the database and relies on polling.
+    redis_url: str = field(default="", repr=False)
+    #: Prefix of every Redis key and channel name, so several environments can share one Redis.
+    redis_prefix: str = "reflexblue:"
+    #: Whether the server exports Prometheus metrics.
+    metrics: bool = True
+    #: TCP port of a separate metrics listener on 127.0.0.1; 0 serves /metrics on the main port.
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +106,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        _check(1 <= self.database_pool_size <= 500, "REFLEXBLUE_DATABASE_POOL_SIZE", self.database_pool_size,
+               "use 1 to 500 connections per server process")
+        _check(1 <= self.database_timeout <= 600, "REFLEXBLUE_DATABASE_TIMEOUT", self.database_timeout,
+               "use 1 to 600 seconds")
         _check(0 <= self.token_leeway <= MAX_LEEWAY, "REFLEXBLUE_TOKEN_LEEWAY", self.token_leeway,
                f"use a number of seconds from 0 to {MAX_LEEWAY}")
         _check(1 <= self.token_lifetime <= 30 * 86_400, "REFLEXBLUE_TOKEN_LIFETIME", self.token_lifetime,
@@ -130,6 +149,30 @@ class Settings:
                "set a non-empty audience of at most 200 characters")
         _check(len(self.token_issuer) <= 200, "REFLEXBLUE_TOKEN_ISSUER", self.token_issuer,
                "use at most 200 characters, or leave it unset for urn:reflexblue:<environment id>")
+        _check_redis_url(self.redis_url)
+        _check(0 < len(self.redis_prefix) <= 100 and self.redis_prefix.isprintable() and " " not in self.redis_prefix,
+               "REFLEXBLUE_REDIS_PREFIX", self.redis_prefix,
+               "use 1 to 100 printable characters without spaces, e.g. reflexblue:")
+        _check(0 <= self.metrics_port <= 65_535, "REFLEXBLUE_METRICS_PORT", self.metrics_port,
+               "use 0 to serve /metrics on the main port, or a TCP port from 1 to 65535")
+
+
+def _check_redis_url(url: str) -> None:
+    """Reject a Redis URL that redis-py cannot use; the message hides the value, which may hold a password."""
+    if not url:
+        return
+    try:
+        parsed = urlsplit(url)
+        network = parsed.scheme in ("redis", "rediss") and bool(parsed.hostname)
+    except ValueError:
+        network = False
+        parsed = None
+    if network or (parsed is not None and parsed.scheme == "unix" and bool(parsed.path)):
+        return
+    raise SettingsError(
+        "invalid REFLEXBLUE_REDIS_URL (value not shown, it may contain a password): use "
+        "redis://host:6379/0, rediss://host:6380/0 for TLS or unix:///path/to/redis.sock, or leave it empty"
+    )
 
 
 def _is_network(text: str) -> bool:

@@ -147,12 +147,18 @@ def server_command(port: int) -> list[str]:
     ]
 
 
-def start_server(env: dict[str, str]) -> Server:
+def serve_command(port: int) -> list[str]:
+    """Return the command that runs ``reflexblue serve``, as operators start the server."""
+    return [sys.executable, "-m", "reflexblue", "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def start_server(env: dict[str, str], *, command: Callable[[int], list[str]] = server_command) -> Server:
     """Start a server with the ``REFLEXBLUE_*`` settings in ``env`` and wait until GET /readyz returns 200.
 
-    Other ``REFLEXBLUE_*`` variables of the test process are not passed on, so a server runs with
-    exactly the settings the test gives. Raises RuntimeError with the server's output when the
-    process exits or is not ready within the start timeout.
+    ``command`` returns the command line for a port: uvicorn directly (the default) or
+    :func:`serve_command`. Other ``REFLEXBLUE_*`` variables of the test process are not passed on,
+    so a server runs with exactly the settings the test gives. Raises RuntimeError with the
+    server's output when the process exits or is not ready within the start timeout.
     """
     process_env = {name: value for name, value in os.environ.items() if not name.startswith("REFLEXBLUE_")}
     process_env.update(env)
@@ -160,7 +166,7 @@ def start_server(env: dict[str, str]) -> Server:
     port = free_port()
     with open(work_dir / "server.log", "wb") as log_file:
         process = subprocess.Popen(
-            server_command(port), env=process_env, cwd=work_dir, stdout=log_file, stderr=subprocess.STDOUT,
+            command(port), env=process_env, cwd=work_dir, stdout=log_file, stderr=subprocess.STDOUT,
         )
     server = Server(process, port, dict(env), work_dir)
     STARTED_SERVERS.append(server)

@@ -1,8 +1,8 @@
 """A real server for the fuzz tests: ``python -m reflexblue serve`` on a seeded SQLite file.
 
-The database holds one administration, a role with every permission, and a user linked to an
-External seat. The login throttle limits are raised, so fuzzed logins never make the run depend
-on how many failures came before.
+The database contains one administration with one demo record per resource, a role with every
+permission, and a user linked to an External seat. The login throttle limits are raised, so
+fuzzed logins never make the run depend on how many failures came before.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from reflexblue.bootstrap import prepare
+from reflexblue.demo import DEMO_RECORDS
 from reflexblue.domain.permissions import CATALOGUE
+from reflexblue.domain.resources import SCHEMAS, to_document
 from reflexblue.security.passwords import Passwords
 from reflexblue.settings import Settings
-from reflexblue.storage import repository
+from reflexblue.storage import records, repository
 
 ADMINISTRATION = "fuzz"
 USERNAME = "fuzz-api"
@@ -41,11 +44,12 @@ SERVER_ENV = {
 
 @dataclass(frozen=True)
 class FuzzServer:
-    """A running server and a token of the seeded user."""
+    """A running server, a token of the seeded user, and the id of the seeded record of each resource."""
 
     base_url: str
     token: str
     log_path: Path
+    record_ids: dict[str, str]
 
 
 def _free_port() -> int:
@@ -54,8 +58,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def seed(database_url: str) -> None:
-    """Create the administration, a role with every permission, and the user with an External seat."""
+def seed(database_url: str) -> dict[str, str]:
+    """Create the administration with one record per resource, a role with every permission, and the user.
+
+    Returns the id of the record of each resource.
+    """
     settings = Settings(database_url=database_url, argon2_memory_cost=8192, argon2_time_cost=1)
     database = prepare(settings)
     try:
@@ -68,8 +75,15 @@ def seed(database_url: str) -> None:
             user = repository.create_user(session, USERNAME, Passwords(settings).hash(PASSWORD), actor=actor,
                                           external_seat=True)
             repository.assign(session, user, role, actor=actor)
+            administration_id = repository.get_administration(session, ADMINISTRATION).id
+            record_ids = {}
+            for resource, items in DEMO_RECORDS.items():
+                document = to_document(msgspec.convert(items[0], SCHEMAS[resource].create))
+                record = records.create_record(session, administration_id, resource, document["code"], document)
+                record_ids[resource] = record.id
     finally:
         database.dispose()
+    return record_ids
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
@@ -101,7 +115,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzServer
     """Start the seeded server, log in, and after the session fail on any traceback in its log."""
     work_dir = tmp_path_factory.mktemp("fuzz-server")
     database_url = f"sqlite:///{work_dir / 'fuzz.db'}"
-    seed(database_url)
+    record_ids = seed(database_url)
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {name: value for name, value in os.environ.items() if not name.startswith("REFLEXBLUE_")}
@@ -116,7 +130,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzServer
         _wait_until_ready(process, base_url, log_path)
         response = httpx.post(f"{base_url}/api/security/login", json={"username": USERNAME, "password": PASSWORD})
         assert response.status_code == 200, response.text
-        yield FuzzServer(base_url, response.json()["token"], log_path)
+        yield FuzzServer(base_url, response.json()["token"], log_path, record_ids)
     finally:
         _stop(process)
     log = log_path.read_text(encoding="utf-8", errors="replace")

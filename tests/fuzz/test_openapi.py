@@ -1,8 +1,10 @@
 """Schemathesis over the served OpenAPI document: no 5xx, and every response as documented.
 
-Each operation gets ``REFLEXBLUE_FUZZ_EXAMPLES`` generated requests (default 6) with valid data
-and as many with invalid data, once without a token and once with the seeded user's token. The
-seed is fixed (``REFLEXBLUE_FUZZ_SEED``, default 20240301), so a CI run is repeatable; set
+Each operation gets ``REFLEXBLUE_FUZZ_EXAMPLES`` generated requests (default 10) per pass. Without
+a token there are two passes, valid and invalid data. With the seeded user's token there are
+three, all in the seeded administration, because a random administration code only gets 403:
+valid data addressing the seeded record, valid data with random record ids, and invalid data.
+The seed is fixed (``REFLEXBLUE_FUZZ_SEED``, default 20240301), so a CI run is repeatable; set
 another seed to explore other inputs. A test collects every failing operation before it fails,
 so one run reports all of them.
 
@@ -14,6 +16,7 @@ pytest plugin, because the plugin's fixture-based loader fails on pytest 9.2 (sc
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -32,10 +35,12 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Ok
 
+from .conftest import ADMINISTRATION
+
 if TYPE_CHECKING:
     from .conftest import FuzzServer
 
-EXAMPLES = int(os.environ.get("REFLEXBLUE_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("REFLEXBLUE_FUZZ_EXAMPLES", "10"))
 SEED = int(os.environ.get("REFLEXBLUE_FUZZ_SEED", "20240301"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 #: Seconds one request may take before it counts as a failure of its operation.
@@ -51,9 +56,12 @@ def api_schema(fuzz_server: FuzzServer) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{fuzz_server.base_url}/schema/openapi.json", config=config)
 
 
-def _describe(case: schemathesis.Case, error: BaseException) -> str:
+def _describe(case: schemathesis.Case, response: requests.Response | None, error: BaseException) -> str:
     failures = error.exceptions if isinstance(error, FailureGroup) else (error,)
     lines = []
+    if response is not None:
+        lines.append(f"  response: {response.status_code} {response.headers.get('content-type')} "
+                     f"{response.text[:300]!r}")
     for failure in failures:
         if isinstance(failure, Failure):
             lines.append(f"  {failure.title}: {failure.message.strip()}")
@@ -63,24 +71,35 @@ def _describe(case: schemathesis.Case, error: BaseException) -> str:
     return "\n".join(lines)
 
 
-def fuzz_operation(operation: schemathesis.APIOperation, base_url: str, headers: dict[str, str]) -> list[str]:
+#: (generation mode, fixed path parameters) of each pass; the path parameters are filled in per operation.
+Pass = tuple[GenerationMode, dict[str, str]]
+
+
+def fuzz_operation(
+    operation: schemathesis.APIOperation, base_url: str, headers: dict[str, str], passes: list[Pass]
+) -> list[str]:
     """Send generated requests to ``operation``; return a description of each failed check."""
     failures: list[str] = []
-    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+    for mode, fixed in passes:
+        names = {parameter.name for parameter in operation.path_parameters}
+        path_parameters = {name: value for name, value in fixed.items() if name in names}
+        label = f"{operation.label} ({mode.value} data, fixed {path_parameters})"
 
         # Failures are collected instead of raised, so Hypothesis neither shrinks nor stops early,
         # which keeps the run time bounded by EXAMPLES.
         @seed(SEED)
         @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy(generation_mode=mode))
+        @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
         def send(case: schemathesis.Case) -> None:
             if len(failures) >= MAX_FAILURES_PER_OPERATION:
                 return
+            response = None
             try:
-                case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=REQUEST_TIMEOUT)
+                response = case.call(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT)
+                case.validate_response(response, checks=CHECKS, headers=headers)
             except (Failure, FailureGroup, requests.RequestException) as error:
-                failures.append(f"{operation.label} ({mode.value} data):\n{_describe(case, error)}")
+                failures.append(f"{label}:\n{_describe(case, response, error)}")  # noqa: B023 - runs before the loop moves on
 
         try:
             send()
@@ -90,26 +109,47 @@ def fuzz_operation(operation: schemathesis.APIOperation, base_url: str, headers:
     return failures
 
 
-def fuzz_all(schema: schemathesis.BaseSchema, base_url: str, headers: dict[str, str]) -> tuple[int, list[str]]:
-    """Fuzz every operation of ``schema``; return the number of operations and the failures."""
+def fuzz_all(
+    schema: schemathesis.BaseSchema, base_url: str, headers: dict[str, str], passes: Callable[[str], list[Pass]]
+) -> tuple[int, list[str]]:
+    """Fuzz every operation of ``schema`` with ``passes(path)``; return the number of operations and the failures."""
     count = 0
     failures: list[str] = []
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the served OpenAPI document has an invalid operation: {result.err()}"
+        operation = result.ok()
         count += 1
-        failures.extend(fuzz_operation(result.ok(), base_url, headers))
+        failures.extend(fuzz_operation(operation, base_url, headers, passes(operation.path)))
     return count, failures
 
 
+def _resource_of(path: str) -> str | None:
+    """Return the resource of ``/api/{version}/administrations/{code}/{resource}...``, or None."""
+    parts = path.strip("/").split("/")
+    return parts[4] if len(parts) >= 5 and parts[2] == "administrations" else None
+
+
 def test_api_without_token(api_schema: schemathesis.BaseSchema, fuzz_server: FuzzServer) -> None:
-    count, failures = fuzz_all(api_schema, fuzz_server.base_url, {})
+    count, failures = fuzz_all(api_schema, fuzz_server.base_url, {},
+                               lambda path: [(GenerationMode.POSITIVE, {}), (GenerationMode.NEGATIVE, {})])
 
     assert count > 100
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures)
 
 
 def test_api_with_token(api_schema: schemathesis.BaseSchema, fuzz_server: FuzzServer) -> None:
-    count, failures = fuzz_all(api_schema, fuzz_server.base_url, {"Authorization": f"Bearer {fuzz_server.token}"})
+    def passes(path: str) -> list[Pass]:
+        administration = {"code": ADMINISTRATION}
+        record_id = fuzz_server.record_ids.get(_resource_of(path) or "")
+        seeded_record = {**administration, "record_id": record_id} if record_id else administration
+        return [
+            (GenerationMode.POSITIVE, seeded_record),
+            (GenerationMode.POSITIVE, administration),
+            (GenerationMode.NEGATIVE, administration),
+        ]
+
+    count, failures = fuzz_all(api_schema, fuzz_server.base_url,
+                               {"Authorization": f"Bearer {fuzz_server.token}"}, passes)
 
     assert count > 100
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures)

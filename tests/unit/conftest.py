@@ -111,3 +111,35 @@ def any_database(request: pytest.FixtureRequest) -> Database:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_database")
     return request.getfixturevalue("postgres_database")
+
+
+# ------------------------------------------------------------------------------------------------
+# Redis
+
+REDIS_URL = os.environ.get("REFLEXBLUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the Redis at ``REFLEXBLUE_TEST_REDIS_URL``; its keys are deleted afterwards.
+
+    Skipped when Redis cannot be reached, unless REFLEXBLUE_TEST_REDIS_URL names it explicitly.
+    """
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        reason = f"Redis at {REDIS_URL} is unreachable: {error}"
+        if "REFLEXBLUE_TEST_REDIS_URL" in os.environ:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    prefix = f"reflexblue-test-{secrets.token_hex(6)}:"
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -109,7 +109,7 @@ def set_up_shop(run: Run, seats: int = 2) -> None:
 def test_migrate_prints_revision(run: Run) -> None:
     result = ok(run("migrate"))
 
-    assert "schema revision 0001" in result.stdout
+    assert "schema revision 0002" in result.stdout
 
 
 def test_usage_error_exits_2(run: Run) -> None:
@@ -253,14 +253,14 @@ def test_user_create_prompt_rejects_short_password(run: Run) -> None:
     result = run("users", "create", "prompted", input="Tiny7!\n")
 
     assert result.exit_code != 0
-    assert "password too short" in result.output
+    assert "password has fewer than 12 characters" in result.output
     assert "Tiny7!" not in result.output
     assert loads(run("users", "list", "--json")) == []
 
 
 def test_user_create_short_password_from_stdin(run: Run) -> None:
     message = assert_error(run("users", "create", "weak", "--password-stdin", input="Secr3t!\n"),
-                           "password too short: use at least 12 characters")
+                           "password has fewer than 12 characters: use a longer one")
 
     assert "Secr3t!" not in message
     assert loads(run("users", "list", "--json")) == []

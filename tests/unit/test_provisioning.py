@@ -370,7 +370,7 @@ def test_reject_unknown_field(provisioned: Settings, write: Callable[..., Path])
         (lambda d: d["users"][0].update(password_hash="$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"),
          ['users[0] ("shop-api")', 'either "password" or "password_hash"']),
         (lambda d: d["users"][0].update(password="short"),
-         ['users[0] ("shop-api")', "password too short"]),
+         ['users[0] ("shop-api")', "password has fewer than 12 characters"]),
         (lambda d: d["users"][0].update(password=None, password_hash="plaintext-not-a-hash"),
          ['users[0] ("shop-api")', "invalid password_hash"]),
         (lambda d: d["users"][0].update(active="yes"),
@@ -411,7 +411,7 @@ def test_short_password_not_echoed(settings: Settings, write: Callable[..., Path
     document = spec_example()
     document["users"][0]["password"] = "Secr3t!"
 
-    message = assert_rejected(settings, write(document), "password too short")
+    message = assert_rejected(settings, write(document), "password has fewer than 12 characters")
 
     assert "Secr3t!" not in message
 

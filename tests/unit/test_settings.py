@@ -175,3 +175,33 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(AttributeError):
         settings.token_lifetime = 1  # type: ignore[misc]
+
+
+def test_defaults_database_pool_and_timeout() -> None:
+    settings = Settings()
+
+    assert settings.database_pool_size == 10
+    assert settings.database_timeout == 5.0
+
+
+def test_from_env_reads_database_pool_and_timeout() -> None:
+    settings = Settings.from_env({"REFLEXBLUE_DATABASE_POOL_SIZE": "25", "REFLEXBLUE_DATABASE_TIMEOUT": "2.5"})
+
+    assert settings.database_pool_size == 25
+    assert settings.database_timeout == 2.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REFLEXBLUE_DATABASE_POOL_SIZE", "0"),
+        ("REFLEXBLUE_DATABASE_POOL_SIZE", "501"),
+        ("REFLEXBLUE_DATABASE_TIMEOUT", "0.5"),
+        ("REFLEXBLUE_DATABASE_TIMEOUT", "601"),
+    ],
+)
+def test_invalid_database_setting_names_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+
+    assert name in str(caught.value)

@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from reflexblue import __version__
 from reflexblue.api.administrations import administrations_router
 from reflexblue.api.health import healthz, jwks, readyz
+from reflexblue.api.metrics import RequestMetrics, metrics_endpoint, start_metrics, stop_metrics
 from reflexblue.api.problems import (
     Problem,
     ProblemDetail,
@@ -33,6 +34,8 @@ from reflexblue.bootstrap import prepare
 from reflexblue.domain.access import ApiVersion
 from reflexblue.domain.errors import ReflexBlueError
 from reflexblue.logs import configure_logging
+from reflexblue.notifications import install_publisher, uninstall_publisher
+from reflexblue.redis_client import RedisHealth
 from reflexblue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,13 +56,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
 
     async def start(app: Litestar) -> None:
+        # Installed before prepare(), so a signing key created at first start is announced too.
+        redis_health = RedisHealth(settings.redis_url) if settings.redis_url else None
+        install_publisher(settings.redis_url, settings.redis_prefix, redis_health)
         database = await sync_to_thread(partial(prepare, settings, signing_key=True))
-        app.state.runtime = await sync_to_thread(Runtime.start, settings, database)
+        app.state.runtime = await sync_to_thread(Runtime.start, settings, database, redis_health)
+        app.state.metrics_listener = await sync_to_thread(start_metrics, settings, database)
         log.info("reflexblue server ready (database %s)", database.describe())
 
     async def stop(app: Litestar) -> None:
+        stop_metrics(getattr(app.state, "metrics_listener", None))
+        uninstall_publisher()
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         if runtime is not None:
+            if runtime.access_listener is not None:
+                await sync_to_thread(runtime.access_listener.stop)
             if runtime.audit_worker is not None:
                 await sync_to_thread(runtime.audit_worker.close)
             runtime.database.dispose()
@@ -80,11 +91,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             }
         ),
     )
-    return Litestar(
+    # /metrics is on the main port unless a separate metrics port is set.
+    metrics_routes = [metrics_endpoint] if settings.metrics and not settings.metrics_port else []
+    app = Litestar(
         route_handlers=[
             login, logout, permissions, healthz, readyz, jwks,
             administrations_router(ApiVersion.V1), administrations_router(ApiVersion.V2),
             resource_router(ApiVersion.V1), resource_router(ApiVersion.V2),
+            *metrics_routes,
         ],
         on_startup=[start],
         on_shutdown=[stop],
@@ -101,3 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    if settings.metrics:
+        # Wraps the router, so requests that match no route are timed too.
+        app.asgi_handler = RequestMetrics(app.asgi_handler)
+    return app

@@ -69,7 +69,7 @@ class RejectionLimiter:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def admit(self, reason: str) -> bool:
-        """Return whether this rejection gets an audit row; a False answer is counted as suppressed."""
+        """Return whether this rejection gets an audit row; a rejection without one is counted as suppressed."""
         second = int(self.clock())
         with self._lock:
             window = self._windows.setdefault(reason, _ReasonWindow())

@@ -14,6 +14,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.concurrency import sync_to_thread
 
+from reflexblue.api import metrics
+from reflexblue.api.availability import availability_of
 from reflexblue.api.problems import Problem, permission_denied
 from reflexblue.api.runtime import Runtime
 from reflexblue.domain.access import ApiVersion, decide
@@ -23,8 +25,9 @@ from reflexblue.security.tokens import DESCRIPTIONS, InvalidToken, Rejection
 
 log = logging.getLogger(__name__)
 
-# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# A JWS in compact form: three base64url segments without padding (RFC 7515 section 7.1). This is
+# narrower than RFC 6750's b64token, so one token has exactly one accepted spelling.
+_B64TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _REALM = 'Bearer realm="reflexblue"'
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -80,6 +83,7 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 def _log_rejection(connection: ASGIConnection[Any, Any, Any, Any], error: InvalidToken) -> None:
     event("token.rejected", logging.INFO, reason=error.reason.value, detail=error.detail[:200],
           path=connection.url.path, client=connection.client.host if connection.client else None)
+    metrics.count_token_rejection(error.reason.value)
     runtime = runtime_of(connection)
     if runtime.audit_worker is not None:
         # Only queues the row (rate-limited per reason), so the 401 never waits for the database.
@@ -94,8 +98,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     token = bearer_token(connection)
     if token is None:
         raise unauthorized(Rejection.MISSING, token_sent=False)
-    if runtime.access.refresh_due:
-        await sync_to_thread(runtime.refresh)
+    await availability_of(connection).refresh_access()
     try:
         claims = runtime.tokens.verify(token)
         found, snapshot = runtime.access.cached_snapshot(claims.subject)
@@ -113,6 +116,7 @@ def require_seat(principal: Principal, connection: ASGIConnection[Any, Any, Any,
     if not principal.snapshot.external_seat:
         event("permission.denied", logging.INFO, username=principal.snapshot.username, reason="no_external_seat",
               path=connection.url.path)
+        metrics.count_permission_denial(connection.route_handler.opt.get("version"))
         raise Problem(
             403, "no-external-seat", "No External seat",
             "Your user is not linked to an External seat, and only users linked to one may use the External "
@@ -132,6 +136,7 @@ async def require_access(connection: ASGIConnection[Any, Any, Any, Any], handler
             event("permission.denied", logging.INFO, username=principal.snapshot.username, administration=code,
                   api_version=version.value, resource=handler.opt.get("resource"),
                   missing=[permission.key for permission in decision.missing])
+            metrics.count_permission_denial(version)
             raise permission_denied(decision, connection.scope["method"], connection.url.path)
     if connection.scope["method"] in _BODY_METHODS:
         require_json(connection)

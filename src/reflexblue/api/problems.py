@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -13,13 +14,18 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from reflexblue.domain.access import Decision
 from reflexblue.domain.errors import ConflictError, NotFoundError, ValidationError
-from reflexblue.logs import event
+from reflexblue.logs import RepeatedEventLog, event
 from reflexblue.security.keys import SigningKeyUnavailable
+from reflexblue.storage.database import is_unavailable
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:reflexblue:problem:"
+#: The Retry-After header, in seconds, of a 503 sent because the database is unavailable.
+DATABASE_RETRY_AFTER = 5
+
+_database_outages = RepeatedEventLog(interval=1.0)
 
 
 class PermissionRef(msgspec.Struct):
@@ -133,13 +139,18 @@ _STATUS_KINDS = {
 }
 
 
+def _without_values(message: str) -> str:
+    """Drop quoted input from a validator message, e.g. "Invalid enum value 'x'" keeps "Invalid enum value"."""
+    return re.sub(r" ?'[^']*'", "", message)
+
+
 def _safe_errors(extra: Any) -> list[dict[str, str]]:
     """Keep only where and what from validation errors: never the submitted value."""
     errors: list[dict[str, str]] = []
     if isinstance(extra, list):
         for item in extra[:20]:
             if isinstance(item, dict):
-                entry = {"message": str(item.get("message", "invalid value"))[:300]}
+                entry = {"message": _without_values(str(item.get("message", "invalid value")))[:300]}
                 if item.get("key"):
                     entry["field"] = str(item["key"])[:100]
                 source = item.get("source")
@@ -187,15 +198,17 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: Exception) -> Resp
 
 
 def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetail]:
-    """Log an unexpected error with its traceback and send a problem without internal details."""
-    from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeoutError, InterfaceError
+    """Send a 503 for a database outage, or log an unexpected error with its traceback and send a 500.
 
-    if isinstance(exc, (OperationalError, PoolTimeoutError, InterfaceError)):
-        event("dependency.unavailable", logging.ERROR, dependency="database", error=type(exc).__name__,
-              path=request.url.path)
+    Neither problem contains internal details.
+    """
+    if is_unavailable(exc):
+        _database_outages.event("dependency.unavailable", logging.ERROR, dependency="database",
+                                error=type(exc).__name__, reason=_first_line(exc), path=request.url.path)
         return problem_response(
             Problem(503, "service-unavailable", "Service unavailable",
-                    "The database is not reachable; retry later.", headers={"Retry-After": "5"}),
+                    "The database is unavailable or did not answer in time; retry later.",
+                    headers={"Retry-After": str(DATABASE_RETRY_AFTER)}),
             request,
         )
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -204,3 +217,10 @@ def handle_internal_error(request: Request[Any, Any, Any], exc: Exception) -> Re
                 "The server failed to process the request; the error is logged."),
         request,
     )
+
+
+def _first_line(error: BaseException) -> str:
+    """Return the first line of the driver's message, which names the failure without SQL or parameters."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0][:200] if lines else type(original).__name__

@@ -18,7 +18,7 @@ from reflexblue.api.auth import require_access, runtime_of
 from reflexblue.api.problems import AUTH_ERRORS, Problem, problem_spec
 from reflexblue.domain.access import ApiVersion
 from reflexblue.domain.permissions import RESOURCES
-from reflexblue.domain.resources import SCHEMAS, ResourceSchema, apply_patch, to_document
+from reflexblue.domain.resources import SCHEMAS, ResourceSchema, apply_patch, decimal_errors, to_document
 from reflexblue.storage import records
 from reflexblue.storage.models import Record
 
@@ -36,7 +36,8 @@ RecordId = Annotated[str, Parameter(max_length=64, description="The record's opa
 
 
 def _record_errors(extra: dict[int, Any]) -> dict[int, Any]:
-    return {**AUTH_ERRORS, **extra}
+    return {400: problem_spec("The body is not valid JSON, or a path or query parameter is invalid."),
+            **AUTH_ERRORS, **extra}
 
 
 def _administration_id(request: Request[Any, Any, Any], code: str) -> str:
@@ -64,7 +65,16 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 
 def _not_found(resource: str, record_id: str) -> Problem:
     return Problem(404, "record-not-found", "Record not found",
-                   f"No record with id {record_id[:64]!r} in {resource} of this administration.")
+                   f"No record with this id in {resource} of this administration: take ids from the list.")
+
+
+def _checked(item: Any) -> Any:
+    """Return a decoded body, or raise a 422 naming each decimal field msgspec cannot constrain."""
+    errors = decimal_errors(item)
+    if errors:
+        raise Problem(422, "invalid-request", "Invalid request", "The request body does not match the schema.",
+                      errors=[{"field": field, "message": message, "in": "body"} for field, message in errors])
+    return item
 
 
 def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
@@ -99,6 +109,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
     def create_item(request: Request[Any, Any, Any], code: str, data: Any) -> Any:
         administration_id = _administration_id(request, code)
         with runtime_of(request).database.write() as session:
+            _checked(data)
             row = records.create_record(session, administration_id, resource, data.code, to_document(data))
             return to_record(row)
 
@@ -116,6 +127,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
             row = records.get_record(session, administration_id, resource, record_id)
             if row is None:
                 raise _not_found(resource, record_id)
+            _checked(data)
             return to_record(records.update_record(session, row, data.code, to_document(data)))
 
     def update_item(request: Request[Any, Any, Any], code: str, record_id: RecordId, data: Any) -> Any:
@@ -127,7 +139,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
             current = {**row.data, "code": row.code}
             merged = apply_patch(current, data)
             # The merged document must still satisfy the full schema (e.g. required fields kept).
-            validated = msgspec.convert(merged, schema.create, strict=False)
+            validated = _checked(msgspec.convert(merged, schema.create, strict=False))
             return to_record(records.update_record(session, row, validated.code, to_document(validated)))
 
     def delete_item(request: Request[Any, Any, Any], code: str, record_id: RecordId) -> None:
@@ -149,7 +161,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
     return [
         get(base, operation_id=f"{prefix}List", summary=f"List {label}", sync_to_thread=True,
             description="Oldest modification first. Follow next_cursor until it is null.",
-            responses=_record_errors({400: problem_spec("A query parameter or the cursor is invalid.")}),
+            responses=_record_errors({}),
             **common)(list_items),
         post(base, operation_id=f"{prefix}Create", summary=f"Create one of {label}", sync_to_thread=True,
              status_code=HTTP_201_CREATED, request_max_body_size=MAX_BODY,
@@ -166,6 +178,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
             sync_to_thread=True, request_max_body_size=MAX_BODY, description=f"Required fields: {required}.",
             responses=_record_errors({404: problem_spec("No such record here."),
                                       409: problem_spec("The code is already used in this administration."),
+                                      413: problem_spec("The body is larger than 1 MiB."),
                                       415: problem_spec("The body is not sent as application/json."),
                                       422: problem_spec("The body does not match the schema.")}),
             **common)(replace_item),
@@ -174,6 +187,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
               description="Send only the fields to change; null clears an optional field.",
               responses=_record_errors({404: problem_spec("No such record here."),
                                         409: problem_spec("The code is already used in this administration."),
+                                        413: problem_spec("The body is larger than 1 MiB."),
                                         415: problem_spec("The body is not sent as application/json."),
                                         422: problem_spec("The body does not match the schema.")}),
               **common)(update_item),

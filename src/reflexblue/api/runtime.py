@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select
 
@@ -11,7 +12,16 @@ from reflexblue.api.audit_worker import AuditWorker
 from reflexblue.security.keys import KeySet
 from reflexblue.security.passwords import Passwords
 from reflexblue.security.principal import AccessState
-from reflexblue.security.throttle import DatabaseThrottleStore, LoginThrottle, Policy
+from reflexblue.notifications import AccessListener
+from reflexblue.redis_client import RedisHealth, connect
+from reflexblue.security.throttle import (
+    DatabaseThrottleStore,
+    FallbackThrottleStore,
+    LoginThrottle,
+    Policy,
+    RedisThrottleStore,
+    ThrottleStore,
+)
 from reflexblue.security.tokens import Tokens
 from reflexblue.settings import Settings
 from reflexblue.storage.database import Database
@@ -33,18 +43,30 @@ class Runtime:
     administrations: dict[str, tuple[str, str]]
     #: Writes token rejections to the audit trail and applies its retention; started by start().
     audit_worker: AuditWorker | None = None
+    #: Tracks whether Redis responds; None when REFLEXBLUE_REDIS_URL is empty.
+    redis_health: RedisHealth | None = None
+    #: Refreshes the access caches when another process announces a change; None without Redis.
+    access_listener: AccessListener | None = None
 
     @classmethod
-    def start(cls, settings: Settings, database: Database) -> Runtime:
-        """Load keys and caches from a migrated database; blocking."""
+    def start(cls, settings: Settings, database: Database, redis_health: RedisHealth | None = None) -> Runtime:
+        """Load keys and caches from a migrated database and start the background threads; blocking.
+
+        With ``redis_health`` (Redis configured), throttle counters go to Redis and a listener
+        thread refreshes the caches on every access change announced there.
+        """
         with database.read() as session:
             environment = get_environment(session)
             issuer = settings.token_issuer or f"urn:reflexblue:{environment.environment_id}"
         keys = KeySet(settings.token_algorithm, settings.secret_key, settings.token_lifetime, settings.token_leeway)
         tokens = Tokens(settings, keys, issuer)
         access = AccessState(database, keys, tokens, settings.access_refresh_interval)
+        store: ThrottleStore = DatabaseThrottleStore(database)
+        if redis_health is not None:
+            redis_store = RedisThrottleStore(connect(settings.redis_url), settings.redis_prefix)
+            store = FallbackThrottleStore(redis_store, DatabaseThrottleStore(database), redis_health)
         throttle = LoginThrottle(
-            DatabaseThrottleStore(database),
+            store,
             Policy(settings.throttle_user_failures, settings.throttle_base_delay, settings.throttle_max_delay,
                    settings.throttle_window),
             Policy(settings.throttle_address_failures, settings.throttle_base_delay, settings.throttle_max_delay,
@@ -60,11 +82,16 @@ class Runtime:
             throttle=throttle,
             trusted_proxies=_parse_networks(settings.trusted_proxies),
             administrations={},
+            redis_health=redis_health,
         )
         runtime.passwords.warm_up()
         runtime.refresh(force=True)
         runtime.audit_worker = AuditWorker(database, settings.audit_retention_days)
         runtime.audit_worker.start()
+        if redis_health is not None:
+            runtime.access_listener = AccessListener(settings.redis_url, settings.redis_prefix,
+                                                     partial(runtime.refresh, force=True), redis_health)
+            runtime.access_listener.start()
         return runtime
 
     def refresh(self, *, force: bool = False) -> None:

@@ -14,6 +14,7 @@ from litestar.concurrency import sync_to_thread
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
+from reflexblue.api import metrics
 from reflexblue.api.auth import authenticate, bearer_token, require_json, require_seat, runtime_of
 from reflexblue.api.problems import AUTH_ERRORS, Problem, problem_spec
 from reflexblue.api.runtime import Runtime
@@ -175,6 +176,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[TokenResponse]:
     verdict = await sync_to_thread(runtime.throttle.attempt, username_key, address)
     if not verdict.allowed:
         event("login.throttled", logging.WARNING, client=address, retry_after=verdict.retry_after)
+        metrics.count_throttled(verdict.kind)
         await sync_to_thread(_audit_login, runtime, "throttled", None, address)
         raise Problem(429, "too-many-attempts", "Too many login attempts",
                       f"Too many failed logins: retry in {verdict.retry_after} seconds.",
@@ -182,11 +184,13 @@ async def login(request: Request[Any, Any, Any]) -> Response[TokenResponse]:
     outcome, user_id, info = await sync_to_thread(_check_credentials, runtime, username_key, password)
     if outcome == "invalid_credentials":
         event("login.failed", logging.INFO, reason="invalid_credentials", client=address)
+        metrics.count_login("invalid_credentials")
         await sync_to_thread(_audit_login, runtime, outcome, None, address)
         raise _INVALID_CREDENTIALS
     await sync_to_thread(runtime.throttle.succeeded, username_key, address)
     if outcome != "ok":
         event("login.failed", logging.INFO, reason=outcome, username=info, client=address)
+        metrics.count_login(outcome)
         await sync_to_thread(_audit_login, runtime, outcome, info, address)
         if outcome == "user_inactive":
             raise Problem(403, "user-inactive", "User inactive",
@@ -200,6 +204,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[TokenResponse]:
         await sync_to_thread(runtime.refresh)  # sign with the newest key after a rotation elsewhere
     token, claims = runtime.tokens.issue(user_id, stamp)
     event("login.succeeded", logging.INFO, username=display, client=address, jti=claims.token_id, kid=claims.kid)
+    metrics.count_login("succeeded")
     await sync_to_thread(_audit_login, runtime, outcome, display, address)
     return Response(TokenResponse(token), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 

@@ -8,9 +8,11 @@ import re
 from typing import Any
 
 import click
+from rich.table import Table
+from rich.text import Text
 
 from reflexblue.cli.context import CliState, pass_state
-from reflexblue.cli.output import format_cell, json_option, print_json, print_table, say
+from reflexblue.cli.output import console, format_cell, json_option, print_json, say
 from reflexblue.storage.audit import DEFAULT_LIMIT, MAX_LIMIT, list_events, purge_and_audit
 
 _DURATION = re.compile(r"(\d{1,9})([smhdw])")
@@ -74,6 +76,20 @@ class DurationType(click.ParamType):
         return duration
 
 
+def _print_events(rows: list[dict[str, Any]]) -> None:
+    """Print events as a table whose time and event columns never wrap, so each row stays scannable."""
+    table = Table(title="Audit events (newest first)", title_justify="left")
+    table.add_column("At", no_wrap=True)
+    table.add_column("Event", no_wrap=True)
+    for name in ("Actor", "User", "Administration", "Detail"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        cells = [row["at"], row["event"], row["actor"], row["username"], row["administration"],
+                 _format_detail(row["detail"])]
+        table.add_row(*(Text(format_cell(cell)) for cell in cells))
+    console().print(table)
+
+
 def _format_detail(detail: dict[str, Any]) -> str:
     parts = []
     for key, value in sorted(detail.items()):
@@ -132,9 +148,7 @@ def audit(
     if not rows:
         say("No audit events match these filters.")
         return
-    print_table("Audit events (newest first)", ["At", "Event", "Actor", "User", "Administration", "Detail"],
-                [[row["at"], row["event"], row["actor"], row["username"], row["administration"],
-                  _format_detail(row["detail"])] for row in rows])
+    _print_events(rows)
     if len(rows) == limit:
         say(f"Showing the newest {limit} matching events; raise --limit or narrow --since to see others.")
 

@@ -11,6 +11,8 @@ from sqlalchemy.exc import OperationalError
 
 from reflexblue.bootstrap import prepare
 from reflexblue.domain.errors import ReflexBlueError
+from reflexblue.notifications import install_publisher
+from reflexblue.redis_client import RedisHealth
 from reflexblue.settings import PREFIX, Settings
 from reflexblue.storage.database import Database, normalise_url
 
@@ -38,6 +40,17 @@ class ErrorBoundaryGroup(click.Group):
                 f"database {where} is unreachable or failed: {reason}: check REFLEXBLUE_DATABASE_URL "
                 "or --database-url, and that the database server runs"
             ) from None
+
+
+def warn_redis_unavailable(name: str, _level: int, **fields: object) -> None:
+    """Print a warning when a change could not be announced through Redis; the servers' poll still applies it."""
+    if name == "redis.unavailable":
+        click.echo(
+            f"warning: could not notify running servers through Redis at {fields.get('redis')} "
+            f"({fields.get('error')}: {fields.get('detail')}); they apply the change within "
+            "REFLEXBLUE_ACCESS_REFRESH_INTERVAL seconds (0.5 by default) by polling the database",
+            err=True,
+        )
 
 
 def current_actor() -> str:
@@ -69,7 +82,11 @@ class CliState:
 
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = Settings.from_env({**os.environ, **self.overrides})
+            settings = Settings.from_env({**os.environ, **self.overrides})
+            # With Redis configured, every commit that changes access is announced to running servers.
+            health = RedisHealth(settings.redis_url, report=warn_redis_unavailable) if settings.redis_url else None
+            install_publisher(settings.redis_url, settings.redis_prefix, health)
+            self._settings = settings
         return self._settings
 
     def database(self) -> Database:

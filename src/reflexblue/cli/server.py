@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
 
 import click
 
@@ -12,11 +17,14 @@ from reflexblue.cli.context import CliState, pass_state
 from reflexblue.demo import DEMO_DATABASE_URL, DEMO_USERS, install_demo
 from reflexblue.domain.errors import ReflexBlueError
 from reflexblue.logs import configure_logging, event
+from reflexblue.redis_client import describe_redis_url
 from reflexblue.security.keys import KeySet
 from reflexblue.settings import PREFIX, Settings
 from reflexblue.storage.database import Database
 
 APP_FACTORY = "reflexblue.api.app:create_app"
+#: Environment variable naming the directory of prometheus-client's per-process value files (multiprocess mode).
+MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds uvicorn waits for open requests to finish after SIGTERM or SIGINT.
 GRACEFUL_SHUTDOWN_SECONDS = 30
 
@@ -54,26 +62,78 @@ def serve_forever(state: CliState, *, host: str, port: int, workers: int) -> Non
     database = prepare(settings, actor=state.actor, signing_key=True)
     check_signing_keys(database, settings)
     event("server.starting", database=database.describe(), host=host, port=port, workers=workers,
-          token_lifetime=settings.token_lifetime, revoke_on_logout=settings.revoke_on_logout)
+          token_lifetime=settings.token_lifetime, revoke_on_logout=settings.revoke_on_logout,
+          redis=describe_redis_url(settings.redis_url) if settings.redis_url else "",
+          metrics=settings.metrics, metrics_port=settings.metrics_port)
     database.dispose()
     if not settings.secret_key:
         event("server.secret_key_unset", logging.WARNING,
               detail="private signing keys are stored unencrypted in the database: set REFLEXBLUE_SECRET_KEY "
                      "from a secret store for every server and command, restart, then run 'reflexblue keys rotate' "
                      "so the new key is stored encrypted")
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-        date_header=True,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
+    stop_worker_metrics = prepare_worker_metrics(settings, workers)
+    previous_sigterm_handler = signal.signal(signal.SIGTERM, raise_sigterm_received)
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+            date_header=True,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+    except SigtermReceived:
+        pass  # A clean stop: see raise_sigterm_received.
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm_handler)
+        stop_worker_metrics()
     event("server.stopped", host=host, port=port)
+
+
+def prepare_worker_metrics(settings: Settings, workers: int) -> Callable[[], None]:
+    """Set up metrics that sum over ``workers`` processes; return the function that cleans up after them.
+
+    With more than one worker, PROMETHEUS_MULTIPROC_DIR is set to a fresh directory, which the
+    workers inherit, and a separate metrics port is served from this process, since only one
+    process can listen on it. With one worker the application serves its own metrics, so any
+    inherited PROMETHEUS_MULTIPROC_DIR is removed. The variable must be set before prometheus-client is
+    imported, which is why the import happens here.
+    """
+    os.environ.pop(MULTIPROCESS_DIRECTORY_VARIABLE, None)
+    if not settings.metrics or workers == 1:
+        return lambda: None
+    directory = tempfile.mkdtemp(prefix="reflexblue-metrics-")
+    os.environ[MULTIPROCESS_DIRECTORY_VARIABLE] = directory
+    from reflexblue.api.metrics import SEATS, start_listener
+
+    listener = None
+    seats_database = None
+    if settings.metrics_port:
+        seats_database = Database(settings.database_url, pool_size=1)
+        SEATS.attach(seats_database)
+        try:
+            listener = start_listener(settings.metrics_port)
+        except OSError as error:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ReflexBlueError(
+                f"cannot serve metrics on 127.0.0.1:{settings.metrics_port} (REFLEXBLUE_METRICS_PORT): {error}: "
+                "choose a free port, or 0 to serve /metrics on the main port"
+            ) from None
+
+    def clean_up() -> None:
+        if listener is not None:
+            listener.shutdown()
+            listener.server_close()
+        if seats_database is not None:
+            SEATS.attach(None)
+            seats_database.dispose()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return clean_up
 
 
 @click.command("serve")
@@ -162,3 +222,20 @@ def demo_command(state: CliState, host: str, port: int, database_url: str | None
     if no_serve:
         return
     serve_forever(state, host=host, port=port, workers=1)
+
+
+class SigtermReceived(Exception):
+    """SIGTERM arrived while uvicorn was not handling it itself."""
+
+
+def raise_sigterm_received(_signal_number: int, _frame: object) -> None:
+    """Turn SIGTERM into SigtermReceived, so ``reflexblue serve`` exits with status 0 after a clean stop.
+
+    While it serves with one worker, uvicorn (checked with 0.55) handles SIGTERM itself. It stops
+    accepting connections, lets open requests finish for up to GRACEFUL_SHUTDOWN_SECONDS and runs
+    the application's shutdown. Then it raises the signal again under the handler that was
+    installed before it started. With the default handler that kills the process with status 143
+    (128 + 15), so service managers would report a failure after a clean shutdown. A SIGTERM that
+    arrives before uvicorn serves stops the start the same way, with status 0.
+    """
+    raise SigtermReceived

@@ -9,6 +9,7 @@ resources through these structs, so no resource has hand-written routes.
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -28,13 +29,24 @@ Code = Annotated[
         examples=["A-1001"],
     ),
 ]
-Text = Annotated[str, msgspec.Meta(max_length=255)]
-LongText = Annotated[str, msgspec.Meta(max_length=4000)]
+# Text fields reject C0 control characters and DEL (tab and newline included): they are single-line values.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+Text = Annotated[str, msgspec.Meta(max_length=255, pattern=_NO_CONTROL)]
 Amount = Annotated[
     Decimal,
-    msgspec.Meta(description="Decimal amount; sent as a JSON number or string, returned as a string such as \"12.50\"."),
+    msgspec.Meta(
+        description="Decimal amount of 0 or more, at most 6 decimal places and below 10^15; sent as a JSON "
+        "number or string, returned as a string such as \"12.50\".",
+        extra={"non_negative": True},
+    ),
 ]
-Quantity = Annotated[Decimal, msgspec.Meta(description="Decimal quantity, returned as a JSON string.")]
+Quantity = Annotated[
+    Decimal,
+    msgspec.Meta(description="Decimal quantity, at most 6 decimal places and below 10^15 in size; returned as a "
+                 "JSON string."),
+]
+MAX_DECIMAL = Decimal(10) ** 15
+MAX_DECIMAL_PLACES = 6
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code.")]
 Country = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code.")]
 Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]{1,64}@[^@\s]{1,255}$", max_length=320)]
@@ -222,6 +234,41 @@ def _build(resource: str, fields: tuple[FieldSpec, ...]) -> ResourceSchema:
 
 
 SCHEMAS: dict[str, ResourceSchema] = {resource: _build(resource, FIELDS[resource]) for resource in RESOURCES}
+
+
+def _non_negative(annotation: Any) -> bool:
+    """Tell whether a field's annotation (possibly inside ``| None``) is marked non-negative."""
+    for argument in typing.get_args(annotation):
+        if isinstance(argument, msgspec.Meta) and (argument.extra or {}).get("non_negative"):
+            return True
+        if _non_negative(argument):
+            return True
+    return False
+
+
+def decimal_errors(item: msgspec.Struct, prefix: str = "") -> list[tuple[str, str]]:
+    """List (field, message) for decimals that are not finite, too large, too precise or wrongly negative.
+
+    msgspec has no constraints for Decimal, so these checks run after decoding.
+    """
+    errors: list[tuple[str, str]] = []
+    for field in msgspec.structs.fields(item):
+        value = getattr(item, field.name)
+        name = f"{prefix}{field.name}"
+        if isinstance(value, Decimal):
+            if not value.is_finite():
+                errors.append((name, "must be a finite number"))
+            elif abs(value) >= MAX_DECIMAL:
+                errors.append((name, "must be below 10^15 in size"))
+            elif value.as_tuple().exponent < -MAX_DECIMAL_PLACES:  # type: ignore[operator]
+                errors.append((name, f"has more than {MAX_DECIMAL_PLACES} decimal places"))
+            elif value < 0 and _non_negative(field.type):
+                errors.append((name, "must be 0 or more"))
+        elif isinstance(value, list):
+            for index, element in enumerate(value):
+                if isinstance(element, msgspec.Struct):
+                    errors.extend(decimal_errors(element, f"{name}[{index}]."))
+    return errors
 
 
 def to_document(item: msgspec.Struct) -> dict[str, Any]:

@@ -25,12 +25,12 @@ from reflexblue.domain.errors import ReflexBlueError, ValidationError
 from reflexblue.domain.permissions import parse_permission
 from reflexblue.domain.usernames import normalise_username, validate_username
 from reflexblue.security.passwords import check_password_hash, check_password_policy
-from reflexblue.storage.repository import validate_administration_code
+from reflexblue.storage.repository import MAX_EXTERNAL_SEATS, validate_administration_code
 
 #: Files larger than this are rejected before parsing.
 MAX_FILE_BYTES = 10 * 1024 * 1024
 #: The largest External seat count the database column stores (a signed 32-bit integer).
-MAX_EXTERNAL_SEATS = 2**31 - 1
+
 MAX_ADMINISTRATION_NAME_LENGTH = 255
 MAX_ROLE_NAME_LENGTH = 150
 
@@ -237,6 +237,10 @@ class _SpecParser:
         value = entry[key]
         if not isinstance(value, str):
             self.fail(location, f"{json.dumps(key)} must be a string, not {_type_name(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(location, f"{json.dumps(key)} contains a lone surrogate (\\ud800-\\udfff): use valid Unicode")
         return value
 
     def optional_string(self, entry: dict[str, Any], key: str, location: str) -> str | None:

@@ -7,6 +7,7 @@ so an unknown user costs the same time as a wrong password.
 from __future__ import annotations
 
 import functools
+import itertools
 import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
@@ -112,7 +113,7 @@ def _step(first: str, second: str) -> int:
 
 def _is_sequence(key: str) -> bool:
     """Return whether ``key`` is one run of consecutive characters, such as "abcdefghijkl" or "098765432109"."""
-    steps = {_step(first, second) for first, second in zip(key, key[1:], strict=False)}
+    steps = {_step(first, second) for first, second in itertools.pairwise(key)}
     return steps in ({1}, {-1})
 
 
@@ -120,14 +121,19 @@ def check_password_policy(password: object, *, username: str | None = None) -> s
     """Return ``password`` unchanged if it may be set, or raise ValidationError saying why not.
 
     Beyond the length limits, the password must not be on the shipped list of common passwords,
-    be a short unit repeated or a run of consecutive characters, or contain ``username`` (when
-    given). These comparisons ignore case and use the NFKC form. The password is never trimmed,
-    normalised or truncated, and the message never contains it.
+    be a short unit repeated or a run of consecutive characters. When ``username`` is given, the
+    password must not equal it, nor contain it if the username has MIN_USERNAME_LENGTH_TO_CONTAIN
+    or more characters. These comparisons ignore case and use the NFKC form. The password is never
+    trimmed, normalised or truncated, and the message never contains it.
     """
     if not isinstance(password, str):
         raise ValidationError("invalid password: it must be a string")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("invalid password: it is not valid Unicode text (lone surrogate)") from None
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+        raise ValidationError(f"password has fewer than {MIN_PASSWORD_LENGTH} characters: use a longer one")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise ValidationError(f"password too long: use at most {MAX_PASSWORD_LENGTH} characters")
     key = _comparison_key(password)

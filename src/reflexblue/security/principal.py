@@ -60,6 +60,11 @@ class AccessState:
     def refresh_due(self) -> bool:
         return time.monotonic() - self._checked_at >= self._interval
 
+    @property
+    def age(self) -> float:
+        """Seconds since the caches were last checked against the database."""
+        return time.monotonic() - self._checked_at
+
     def refresh(self, *, force: bool = False) -> None:
         """Reload caches when another process changed access data; blocking (database I/O)."""
         with self._lock:

@@ -16,14 +16,17 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+import redis
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from reflexblue.redis_client import REDIS_ERRORS, RedisHealth
 from reflexblue.storage.database import Database
 from reflexblue.storage.models import ThrottleCounter
 
@@ -46,6 +49,8 @@ class Policy:
 class Verdict:
     allowed: bool
     retry_after: int = 0
+    #: Which key rejected the attempt: "user" or "address"; empty when allowed.
+    kind: str = ""
 
 
 class ThrottleStore(Protocol):
@@ -72,7 +77,7 @@ class DatabaseThrottleStore:
             if now - row.last_failure_at > policy.window and now >= row.blocked_until:
                 row.failures = 0
             if now < row.blocked_until:
-                return Verdict(False, max(1, math.ceil(row.blocked_until - now)))
+                return Verdict(False, min(policy.max_delay, max(1, math.ceil(row.blocked_until - now))))
             row.failures += 1
             row.last_failure_at = now
             delay = policy.delay(row.failures)
@@ -91,6 +96,133 @@ class DatabaseThrottleStore:
     def reset(self, key: str) -> None:
         with self._database.write() as session:
             session.execute(delete(ThrottleCounter).where(ThrottleCounter.key == key))
+
+
+# Both scripts keep the counter of one key in a hash with the fields of the database row. Times
+# are the caller's Unix time, as in the database store. Floats are stored with %.17g so that they
+# read back exactly.
+_ATTEMPT_SCRIPT = """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local base_delay = tonumber(ARGV[3])
+local max_delay = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'failures', 'blocked_until', 'last_failure_at')
+local failures = tonumber(state[1]) or 0
+local blocked_until = tonumber(state[2]) or 0
+local last_failure_at = tonumber(state[3]) or 0
+if now - last_failure_at > window and now >= blocked_until then
+  failures = 0
+end
+if now < blocked_until then
+  return {0, math.max(1, math.ceil(blocked_until - now))}
+end
+failures = failures + 1
+last_failure_at = now
+if failures >= limit then
+  blocked_until = now + math.min(base_delay * 2 ^ math.min(failures - limit, 30), max_delay)
+end
+redis.call('HSET', KEYS[1], 'failures', failures,
+           'blocked_until', string.format('%.17g', blocked_until),
+           'last_failure_at', string.format('%.17g', last_failure_at))
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {1, 0}
+"""
+
+_FORGIVE_SCRIPT = """
+local state = redis.call('HMGET', KEYS[1], 'failures')
+if not state[1] then
+  return 0
+end
+local failures = math.max(0, tonumber(state[1]) - 1)
+redis.call('HSET', KEYS[1], 'failures', failures)
+if failures < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'blocked_until', '0')
+end
+return 1
+"""
+
+
+class RedisThrottleStore:
+    """Counters in Redis, with the policy of :class:`DatabaseThrottleStore`, applied atomically by Lua scripts.
+
+    Each attempt and each take-back is one script, so Redis runs the read-decide-write step of
+    a key without interleaving. A key expires ``window + max_delay`` seconds after its last
+    counted attempt: by then its failures are forgotten and any block has ended, so the expired
+    key behaves exactly like the stored one would. Redis errors propagate to the caller.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = f"{prefix}throttle:"
+        self._attempt = client.register_script(_ATTEMPT_SCRIPT)
+        self._forgive = client.register_script(_FORGIVE_SCRIPT)
+
+    def redis_key(self, key: str) -> str:
+        """Return the Redis key that stores the counter of throttle ``key``."""
+        return self._prefix + key
+
+    def attempt(self, key: str, policy: Policy, now: float) -> Verdict:
+        expiry_ms = math.ceil((policy.window + policy.max_delay) * 1000)
+        allowed, retry_after = self._attempt(
+            keys=[self.redis_key(key)],
+            args=[repr(float(now)), policy.limit, policy.base_delay, policy.max_delay, policy.window, expiry_ms],
+        )
+        return Verdict(bool(allowed), int(retry_after))
+
+    def forgive(self, key: str, policy: Policy) -> None:
+        """Take back one counted attempt that turned out to be a success."""
+        self._forgive(keys=[self.redis_key(key)], args=[policy.limit])
+
+    def reset(self, key: str) -> None:
+        # One DEL is atomic on its own, so this operation needs no script.
+        self._client.delete(self.redis_key(key))
+
+
+class FallbackThrottleStore:
+    """Redis counters while Redis responds, the database's while it does not.
+
+    NOTE: counts made in one store are not seen by the other, so across a Redis outage a key
+    can get up to the policy's limit of extra attempts before it is blocked.
+    """
+
+    def __init__(self, primary: RedisThrottleStore, fallback: DatabaseThrottleStore, health: RedisHealth) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._health = health
+
+    def attempt(self, key: str, policy: Policy, now: float) -> Verdict:
+        if self._health.available:
+            try:
+                verdict = self._primary.attempt(key, policy, now)
+            except REDIS_ERRORS as error:
+                self._health.failed("throttle attempt", error)
+            else:
+                self._health.succeeded()
+                return verdict
+        return self._fallback.attempt(key, policy, now)
+
+    def forgive(self, key: str, policy: Policy) -> None:
+        if self._health.available:
+            try:
+                self._primary.forgive(key, policy)
+            except REDIS_ERRORS as error:
+                self._health.failed("throttle forgive", error)
+            else:
+                self._health.succeeded()
+                return
+        self._fallback.forgive(key, policy)
+
+    def reset(self, key: str) -> None:
+        if self._health.available:
+            try:
+                self._primary.reset(key)
+            except REDIS_ERRORS as error:
+                self._health.failed("throttle reset", error)
+            else:
+                self._health.succeeded()
+                return
+        self._fallback.reset(key)
 
 
 def _locked_row(session: Session, key: str) -> ThrottleCounter:
@@ -122,8 +254,9 @@ class LoginThrottle:
         current = time.time() if now is None else now
         by_address = self._store.attempt(_storage_key("address", address), self._address_policy, current)
         if not by_address.allowed:
-            return by_address
-        return self._store.attempt(_storage_key("user", username_key), self._user_policy, current)
+            return replace(by_address, kind="address")
+        by_user = self._store.attempt(_storage_key("user", username_key), self._user_policy, current)
+        return by_user if by_user.allowed else replace(by_user, kind="user")
 
     def succeeded(self, username_key: str, address: str) -> None:
         """Clear the username's failures and take back the address's count for this attempt."""

@@ -9,6 +9,9 @@ not PyJWT's own, becomes :class:`InvalidToken`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import secrets
 import threading
 import time
@@ -27,6 +30,28 @@ _ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
 _REQUIRED_CLAIMS = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "cst")
 _MAX_TIMESTAMP = 2**53
 _MAX_CLAIM_LENGTH = 512
+# The forms of the claims this server issues: a user id (UUID), a token id and a credential stamp.
+# Anything else cannot be ours, so it is rejected before it reaches the database.
+_CLAIM_FORMATS = {
+    "sub": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    "jti": re.compile(r"[A-Za-z0-9_-]{16,64}"),
+    "cst": re.compile(r"[0-9a-f]{16,32}"),
+}
+
+
+def _require_utf8_json_segments(token: str) -> None:
+    """Reject headers and payloads that are not UTF-8 JSON objects (RFC 7515 section 5.2).
+
+    Python's json module would also accept UTF-16, UTF-32 and a byte order mark.
+    """
+    for segment in token.split(".")[:2]:
+        try:
+            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+            text = raw.decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise InvalidToken(Rejection.MALFORMED, "segment is not base64url-encoded UTF-8") from None
+        if "\x00" in text or not text.lstrip(" \t\r\n").startswith("{"):
+            raise InvalidToken(Rejection.MALFORMED, "segment is not a JSON object")
 _CACHE_SIZE = 10_000
 
 
@@ -147,6 +172,7 @@ class Tokens:
             raise InvalidToken(Rejection.TOO_LARGE)
         if token.count(".") != 2:
             raise InvalidToken(Rejection.MALFORMED, "not three segments")
+        _require_utf8_json_segments(token)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -206,6 +232,9 @@ class Tokens:
             value = payload[name]
             if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM_LENGTH:
                 raise InvalidToken(Rejection.INVALID_CLAIMS, f"{name} is not a string")
+        for name, pattern in _CLAIM_FORMATS.items():
+            if not pattern.fullmatch(payload[name]):
+                raise InvalidToken(Rejection.INVALID_CLAIMS, f"{name} has a form this server never issues")
         if payload["exp"] - payload["iat"] > self._settings.token_lifetime:
             raise InvalidToken(Rejection.INVALID_CLAIMS, "lifetime longer than configured")
         if payload["nbf"] < payload["iat"] - self._settings.token_leeway or payload["exp"] <= payload["nbf"]:

@@ -20,8 +20,8 @@ from sqlalchemy import (
 
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
-from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {

@@ -93,7 +93,10 @@ def get_record(session: Session, administration_id: str, resource: str, record_i
 
 
 def _duplicate(resource: str, code: str) -> ConflictError:
-    return ConflictError(f"a record with code {code!r} already exists in {resource}: choose another code")
+    return ConflictError(
+        f"a record with this code already exists in {resource} of this administration: choose another code, "
+        "or update the existing record"
+    )
 
 
 def _code_taken(session: Session, administration_id: str, resource: str, code: str, except_id: str | None) -> bool:

@@ -79,9 +79,15 @@ def get_environment(session: Session, *, for_update: bool = False) -> Environmen
     return environment
 
 
+#: Key in ``Session.info`` set when the transaction bumped the access epoch; read after commit by
+#: ``reflexblue.notifications`` to tell other processes at once.
+ACCESS_CHANGED = "reflexblue.access_changed"
+
+
 def bump_access_epoch(session: Session) -> None:
     get_environment(session)
     session.execute(update(Environment).where(Environment.id == 1).values(access_epoch=Environment.access_epoch + 1))
+    session.info[ACCESS_CHANGED] = True
 
 
 def read_access_epoch(session: Session) -> int:

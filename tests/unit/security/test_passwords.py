@@ -133,7 +133,7 @@ def test_policy_keeps_password_unchanged() -> None:
 
 @pytest.mark.parametrize("password", ["", "Zq9!pw", "Elev3nChars"])
 def test_policy_rejects_short(password: str) -> None:
-    with pytest.raises(ValidationError, match="too short") as caught:
+    with pytest.raises(ValidationError, match="fewer than 12 characters") as caught:
         check_password_policy(password)
 
     if password:

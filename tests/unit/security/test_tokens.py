@@ -40,7 +40,8 @@ from reflexblue.storage.database import Database
 from reflexblue.storage.models import SigningKey
 
 ISSUER = "urn:reflexblue:unit-test"
-STAMP = "stamp-1"
+STAMP = "5f3a9c0d2e7b4a61"
+USER_ID = "7d0e6c52-1f4b-4a8e-9c3d-2b5a6f7e8d90"
 
 
 def load_key_set(database: Database, settings: Settings) -> KeySet:
@@ -72,11 +73,11 @@ def claims(sqlite_settings: Settings) -> dict[str, Any]:
     return {
         "iss": ISSUER,
         "aud": sqlite_settings.token_audience,
-        "sub": "user-1",
+        "sub": USER_ID,
         "iat": now,
         "nbf": now,
         "exp": now + 3600,
-        "jti": "token-id-1",
+        "jti": "token-id-0000000001",
         "cst": STAMP,
     }
 
@@ -115,25 +116,25 @@ def rejection(tokens: Tokens, token: str, **kwargs: Any) -> Rejection:
 
 
 def test_issue_verify_roundtrip(tokens: Tokens, keys: KeySet) -> None:
-    token, issued = tokens.issue("user-1", STAMP)
+    token, issued = tokens.issue(USER_ID, STAMP)
 
     verified = tokens.verify(token)
 
     assert verified == issued
-    assert verified.subject == "user-1"
+    assert verified.subject == USER_ID
     assert verified.credential_stamp == STAMP
     assert verified.kid == keys.active.kid
 
 
 def test_issued_token_lifetime_is_configured(tokens: Tokens, sqlite_settings: Settings) -> None:
-    _, issued = tokens.issue("user-1", STAMP, now=1_800_000_000)
+    _, issued = tokens.issue(USER_ID, STAMP, now=1_800_000_000)
 
     assert issued.issued_at == 1_800_000_000
     assert issued.expires_at - issued.issued_at == sqlite_settings.token_lifetime == 86_400
 
 
 def test_issued_token_has_standard_claims(tokens: Tokens, keys: KeySet, sqlite_settings: Settings) -> None:
-    token, _ = tokens.issue("user-1", STAMP)
+    token, _ = tokens.issue(USER_ID, STAMP)
 
     header = jwt.get_unverified_header(token)
     payload = jwt.decode(token, options={"verify_signature": False})
@@ -146,13 +147,13 @@ def test_issued_token_has_standard_claims(tokens: Tokens, keys: KeySet, sqlite_s
 
 
 def test_issued_token_ids_are_unique(tokens: Tokens) -> None:
-    token_ids = {tokens.issue("user-1", STAMP)[1].token_id for _ in range(50)}
+    token_ids = {tokens.issue(USER_ID, STAMP)[1].token_id for _ in range(50)}
 
     assert len(token_ids) == 50
 
 
 def test_verify_repeated_returns_same_claims(tokens: Tokens) -> None:
-    token, issued = tokens.issue("user-1", STAMP)
+    token, issued = tokens.issue(USER_ID, STAMP)
 
     assert tokens.verify(token) == issued
     assert tokens.verify(token) == issued
@@ -163,7 +164,7 @@ def test_verify_custom_lifetime(sqlite_database: Database, cheap_settings: Calla
     settings = cheap_settings(sqlite_url, token_lifetime=600)
     tokens = Tokens(settings, load_key_set(sqlite_database, settings), ISSUER)
 
-    token, issued = tokens.issue("user-1", STAMP)
+    token, issued = tokens.issue(USER_ID, STAMP)
 
     assert issued.expires_at - issued.issued_at == 600
     assert tokens.verify(token) == issued
@@ -183,41 +184,41 @@ def test_long_configured_claim_rejected(cheap_settings: Callable[..., Settings],
 
 
 def test_verify_rejects_expired_token(tokens: Tokens) -> None:
-    token, _ = tokens.issue("user-1", STAMP, now=time.time() - 86_400 - 31)
+    token, _ = tokens.issue(USER_ID, STAMP, now=time.time() - 86_400 - 31)
 
     assert rejection(tokens, token) is Rejection.EXPIRED
 
 
 def test_verify_rejects_expired_at_given_now(tokens: Tokens) -> None:
     issued_at = time.time()
-    token, _ = tokens.issue("user-1", STAMP, now=issued_at)
+    token, _ = tokens.issue(USER_ID, STAMP, now=issued_at)
 
     # The caller's clock is one second past expiry plus leeway.
     assert rejection(tokens, token, now=issued_at + 86_400 + 31) is Rejection.EXPIRED
 
 
 def test_verify_accepts_expired_within_leeway(tokens: Tokens) -> None:
-    token, issued = tokens.issue("user-1", STAMP, now=time.time() - 86_400 - 10)
+    token, issued = tokens.issue(USER_ID, STAMP, now=time.time() - 86_400 - 10)
 
     assert tokens.verify(token) == issued
 
 
 def test_verify_cached_token_expires(tokens: Tokens) -> None:
     issued_at = time.time()
-    token, _ = tokens.issue("user-1", STAMP, now=issued_at)
+    token, _ = tokens.issue(USER_ID, STAMP, now=issued_at)
     tokens.verify(token)
 
     assert rejection(tokens, token, now=issued_at + 86_400 + 31) is Rejection.EXPIRED
 
 
 def test_verify_rejects_not_yet_valid(tokens: Tokens) -> None:
-    token, _ = tokens.issue("user-1", STAMP, now=time.time() + 600)
+    token, _ = tokens.issue(USER_ID, STAMP, now=time.time() + 600)
 
     assert rejection(tokens, token) is Rejection.NOT_YET_VALID
 
 
 def test_verify_accepts_future_within_leeway(tokens: Tokens) -> None:
-    token, issued = tokens.issue("user-1", STAMP, now=time.time() + 10)
+    token, issued = tokens.issue(USER_ID, STAMP, now=time.time() + 10)
 
     assert tokens.verify(token) == issued
 
@@ -233,7 +234,7 @@ def test_verify_rejects_future_nbf(tokens: Tokens, sign: Callable[..., str], cla
 
 
 def test_verify_rejects_tampered_signature(tokens: Tokens) -> None:
-    token, _ = tokens.issue("user-1", STAMP)
+    token, _ = tokens.issue(USER_ID, STAMP)
     header, payload, signature = token.split(".")
     flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
 
@@ -241,7 +242,7 @@ def test_verify_rejects_tampered_signature(tokens: Tokens) -> None:
 
 
 def test_verify_rejects_tampered_payload(tokens: Tokens) -> None:
-    token, _ = tokens.issue("user-1", STAMP)
+    token, _ = tokens.issue(USER_ID, STAMP)
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     forged = b64url(json.dumps({**claims, "sub": "admin"}).encode())
@@ -257,7 +258,7 @@ def test_verify_rejects_foreign_key(tokens: Tokens, keys: KeySet, claims: dict[s
 
 
 def test_verify_rejects_empty_signature(tokens: Tokens) -> None:
-    token, _ = tokens.issue("user-1", STAMP)
+    token, _ = tokens.issue(USER_ID, STAMP)
     header, payload, _signature = token.split(".")
 
     assert rejection(tokens, f"{header}.{payload}.") is Rejection.BAD_SIGNATURE
@@ -292,7 +293,7 @@ def test_verify_rejects_other_database_token(tokens: Tokens, cheap_settings: Cal
     other_settings = cheap_settings(f"sqlite:///{tmp_path}/other.db")
     other_database = prepare(other_settings, signing_key=True)
     other = Tokens(other_settings, load_key_set(other_database, other_settings), ISSUER)
-    token, _ = other.issue("user-1", STAMP)
+    token, _ = other.issue(USER_ID, STAMP)
 
     assert rejection(tokens, token) is Rejection.UNKNOWN_KEY
     other_database.dispose()
@@ -503,7 +504,7 @@ def test_verify_rejects_non_integer_time_claim(
     [
         ("sub", ""),
         ("sub", 12345),
-        ("sub", ["user-1"]),
+        ("sub", [USER_ID]),
         ("sub", "u" * 513),
         ("jti", ""),
         ("jti", 7),
@@ -596,7 +597,7 @@ def rotate(database: Database) -> str:
 def test_rotation_keeps_old_tokens_valid(
     sqlite_database: Database, sqlite_settings: Settings, tokens: Tokens
 ) -> None:
-    token, issued = tokens.issue("user-1", STAMP)
+    token, issued = tokens.issue(USER_ID, STAMP)
     rotate(sqlite_database)
     reloaded = Tokens(sqlite_settings, load_key_set(sqlite_database, sqlite_settings), ISSUER)
 
@@ -608,7 +609,7 @@ def test_rotation_signs_with_new_key(sqlite_database: Database, sqlite_settings:
     new_kid = rotate(sqlite_database)
     reloaded = Tokens(sqlite_settings, load_key_set(sqlite_database, sqlite_settings), ISSUER)
 
-    _, issued = reloaded.issue("user-1", STAMP)
+    _, issued = reloaded.issue(USER_ID, STAMP)
 
     assert new_kid != old_kid
     assert issued.kid == new_kid
@@ -629,7 +630,7 @@ def test_rotation_marks_old_key_previous(sqlite_database: Database, keys: KeySet
 def test_retired_key_tokens_rejected(
     sqlite_database: Database, sqlite_settings: Settings, tokens: Tokens, keys: KeySet
 ) -> None:
-    token, _ = tokens.issue("user-1", STAMP)
+    token, _ = tokens.issue(USER_ID, STAMP)
     rotate(sqlite_database)
     with sqlite_database.write() as session:
         retire_key(session, keys.active.kid, actor="test")
@@ -641,7 +642,7 @@ def test_retired_key_tokens_rejected(
 def test_retired_key_rejects_cached_token(
     sqlite_database: Database, tokens: Tokens, keys: KeySet
 ) -> None:
-    token, _ = tokens.issue("user-1", STAMP)
+    token, _ = tokens.issue(USER_ID, STAMP)
     tokens.verify(token)
     old_kid = keys.active.kid
     rotate(sqlite_database)
@@ -742,13 +743,13 @@ def test_jwks_omits_retired_key(sqlite_database: Database, sqlite_settings: Sett
 
 
 def test_jwks_key_verifies_issued_token(tokens: Tokens, keys: KeySet, sqlite_settings: Settings) -> None:
-    token, _ = tokens.issue("user-1", STAMP)
+    token, _ = tokens.issue(USER_ID, STAMP)
     (entry,) = keys.jwks(dt.datetime.now(dt.UTC))["keys"]
     public_key = jwt.PyJWK(entry).key
 
     payload = jwt.decode(token, public_key, algorithms=["EdDSA"], audience=sqlite_settings.token_audience)
 
-    assert payload["sub"] == "user-1"
+    assert payload["sub"] == USER_ID
 
 
 def test_active_key_missing_raises(sqlite_settings: Settings) -> None:
@@ -771,7 +772,7 @@ def test_es256_roundtrip(es256_settings: Settings) -> None:
     database = prepare(es256_settings, signing_key=True)
     tokens = Tokens(es256_settings, load_key_set(database, es256_settings), ISSUER)
 
-    token, issued = tokens.issue("user-1", STAMP)
+    token, issued = tokens.issue(USER_ID, STAMP)
 
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
     assert tokens.verify(token) == issued
@@ -791,12 +792,12 @@ def test_es256_jwks_is_p256(es256_settings: Settings) -> None:
 def test_algorithm_switch_rejects_old_tokens(
     sqlite_database: Database, tokens: Tokens, es256_settings: Settings
 ) -> None:
-    eddsa_token, _ = tokens.issue("user-1", STAMP)
+    eddsa_token, _ = tokens.issue(USER_ID, STAMP)
     with sqlite_database.write() as session:
         ensure_active_key(session, "ES256", secret="", actor="test")
     es256_tokens = Tokens(es256_settings, load_key_set(sqlite_database, es256_settings), ISSUER)
 
-    assert es256_tokens.verify(es256_tokens.issue("user-1", STAMP)[0]).subject == "user-1"
+    assert es256_tokens.verify(es256_tokens.issue(USER_ID, STAMP)[0]).subject == USER_ID
     assert rejection(es256_tokens, eddsa_token) is Rejection.BAD_SIGNATURE
 
 
@@ -833,7 +834,7 @@ def test_encrypted_key_opens_with_secret(cheap_settings: Callable[..., Settings]
     database = prepare(settings, signing_key=True)
     tokens = Tokens(settings, load_key_set(database, settings), ISSUER)
 
-    token, issued = tokens.issue("user-1", STAMP)
+    token, issued = tokens.issue(USER_ID, STAMP)
 
     assert tokens.verify(token) == issued
     database.dispose()

@@ -97,7 +97,7 @@ def test_record_ids_are_random_uuids(database: Database, acme_id: str) -> None:
 def test_duplicate_code_conflicts(database: Database, acme_id: str) -> None:
     create(database, acme_id, "A1")
 
-    with pytest.raises(ConflictError, match="'A1'"):
+    with pytest.raises(ConflictError, match="already exists in articles"):
         create(database, acme_id, "A1")
 
 
