@@ -203,25 +203,17 @@ def test_load_text_gives_data_or_error(text: str, suffix: str) -> None:
         pass
 
 
-# NOTE: the reader lets these exceptions through instead of raising ProvisioningError, so
-# `reflexblue provision` prints a traceback. When the reader is fixed, these tests pass and
-# strict xfail turns that into a failure: then remove the marks.
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="yaml.safe_load raises ValueError for an impossible date, which _load_yaml does not catch")
+# Values that the YAML and JSON parsers themselves reject with errors other than syntax errors.
 def test_load_text_impossible_yaml_date() -> None:
     with pytest.raises(ProvisioningError):
         load_text("administrations:\n  - code: acme\n    name: 2024-13-45\n", SOURCE, ".yaml")
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="deep nesting raises RecursionError, which _load_json does not catch")
 def test_load_text_deeply_nested_json() -> None:
     with pytest.raises(ProvisioningError):
         load_text("[" * 100_000, SOURCE, ".json")
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="deep nesting raises RecursionError, which _load_yaml does not catch")
 def test_load_text_deeply_nested_yaml() -> None:
     with pytest.raises(ProvisioningError):
         load_text("[" * 100_000, SOURCE, ".yaml")

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         description="Log in at POST /api/security/login, then send 'Authorization: Bearer <token>'. "
         "Errors are RFC 9457 problem details (application/problem+json).",
         path="/schema",
-        render_plugins=[ScalarRenderPlugin()],
+        render_plugins=[ScalarRenderPlugin(version="1")],
         components=Components(
             security_schemes={
                 "BearerToken": SecurityScheme(

@@ -77,7 +77,8 @@ class Problem(Exception):
 
 def problem_spec(description: str) -> ResponseSpec:
     """Describe a problem response in the OpenAPI document."""
-    return ResponseSpec(data_container=ProblemDetail, description=description, media_type=MEDIA_TYPE)
+    return ResponseSpec(data_container=ProblemDetail, description=description, media_type=MEDIA_TYPE,
+                        generate_examples=False)
 
 
 AUTH_ERRORS = {
@@ -139,6 +140,13 @@ _STATUS_KINDS = {
 }
 
 
+_DETAILS = {
+    404: "No endpoint at this path: see /schema/openapi.json for the API's paths.",
+    405: "This path does not accept this method: the Allow header lists the methods it accepts.",
+    413: "The request body is too large: login bodies may have 16 KiB, resource bodies 1 MiB.",
+}
+
+
 def _without_values(message: str) -> str:
     """Drop quoted input from a validator message, e.g. "Invalid enum value 'x'" keeps "Invalid enum value"."""
     return re.sub(r" ?'[^']*'", "", message)
@@ -174,7 +182,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         )
         return problem_response(problem, request)
     kind, title = _STATUS_KINDS.get(status, ("http-error", "HTTP error"))
-    detail = exc.detail if isinstance(exc.detail, str) and status not in (500,) else None
+    detail = _DETAILS.get(status) or (exc.detail if isinstance(exc.detail, str) and status != 500 else None)
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="reflexblue"')

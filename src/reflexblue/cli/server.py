@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Callable
 
@@ -46,6 +47,17 @@ def check_signing_keys(database: Database, settings: Settings) -> None:
         keys.load(session)
     if keys.problem:
         raise ReflexBlueError(keys.problem)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a one-line error before any output when ``host:port`` cannot be bound."""
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            pass
+    except OSError as error:
+        raise ReflexBlueError(
+            f"cannot listen on {host}:{port}: {error.strerror}; pass another port with --port"
+        ) from None
 
 
 def serve_forever(state: CliState, *, host: str, port: int, workers: int) -> None:
@@ -157,6 +169,7 @@ def serve_command(
     state.override("token_lifetime", token_lifetime)
     state.override("revoke_on_logout", revoke_on_logout)
     state.settings()  # Reject invalid settings before anything starts.
+    check_port_free(host, port)
     serve_forever(state, host=host, port=port, workers=workers)
 
 
@@ -212,6 +225,8 @@ def demo_command(state: CliState, host: str, port: int, database_url: str | None
     state.override("database_url", database_url)
     if PREFIX + "DATABASE_URL" not in state.overrides:
         state.override("database_url", DEMO_DATABASE_URL)
+    if not no_serve:
+        check_port_free(host, port)
     settings = state.settings()
     configure_logging(settings.log_level, settings.log_format)
     database = state.database()

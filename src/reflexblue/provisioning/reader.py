@@ -159,6 +159,8 @@ def _load_json(text: str, source: str) -> Any:
         raise ProvisioningError(
             f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
         ) from None
+    except RecursionError:
+        raise ProvisioningError(f"{source}: invalid JSON: nested too deeply") from None
     except ValueError as error:
         raise ProvisioningError(f"{source}: invalid JSON: {error}: give each key once per object") from None
 
@@ -173,6 +175,10 @@ def _load_yaml(text: str, source: str) -> Any:
         raise ProvisioningError(f"{source}: invalid YAML{where}: {error.problem or error}") from None
     except yaml.YAMLError as error:
         raise ProvisioningError(f"{source}: invalid YAML: {error}") from None
+    except RecursionError:
+        raise ProvisioningError(f"{source}: invalid YAML: nested too deeply") from None
+    except ValueError as error:  # e.g. an impossible date such as 2024-13-45, which YAML reads as a date
+        raise ProvisioningError(f"{source}: invalid YAML value: {error}; quote values that are not dates") from None
 
 
 def parse_spec(data: Any, source: str) -> ProvisioningSpec:

@@ -47,7 +47,7 @@ def normalise_url(url: str) -> URL:
     """Parse a database URL and pick the driver: pysqlite for SQLite, psycopg 3 for PostgreSQL."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # The value is not shown: it may contain a password.
         raise SettingsError(
             "invalid REFLEXBLUE_DATABASE_URL (value not shown, it may contain a password): use sqlite:///file.db, "
@@ -89,6 +89,9 @@ def postgresql_connect_args(url: URL, timeout: float, *, statement_timeout: bool
     ``options`` startup parameter) come from ``timeout``. TCP keepalives and ``tcp_user_timeout``
     let the client notice a server that stopped responding at the network level. A parameter given
     in the URL's query wins, and an ``options`` value from the URL is kept before ours.
+
+    NOTE: none of these notices a server that keeps the connection open but stops responding (a
+    stopped process, a stalled disk). A statement on such a connection waits until it responds.
     """
     seconds = max(MIN_CONNECT_TIMEOUT, math.ceil(timeout))
     args: dict[str, Any] = {
@@ -243,7 +246,14 @@ class Database:
                 yield
                 return
             lock_path = Path(database).expanduser().resolve().with_suffix(".migrate.lock")
-            with open(lock_path, "a+") as handle:
+            try:
+                handle = open(lock_path, "a+")  # noqa: SIM115 - closed by the with block below
+            except OSError as error:
+                raise SettingsError(
+                    f"cannot use the SQLite database {database!r}: {error.strerror} at {str(lock_path)!r}; "
+                    "choose a writable directory in REFLEXBLUE_DATABASE_URL"
+                ) from None
+            with handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
                     yield
