@@ -27,10 +27,17 @@ from reflexblue.storage.repository import ACCESS_CHANGED
 
 log = logging.getLogger(__name__)
 
-#: Identifies this process in the messages it publishes, so its own listener can skip them.
-PROCESS_ORIGIN = f"{os.getpid()}-{secrets.token_hex(4)}"
+_ORIGIN_TOKEN = secrets.token_hex(4)
 #: Seconds the listener waits for a message before it checks whether it should stop.
 _POLL_SECONDS = 0.5
+
+
+def process_origin() -> str:
+    """Return the id of this process in the messages it publishes, so its own listener can skip them.
+
+    The process id is read on each call, so a forked child gets an id of its own.
+    """
+    return f"{os.getpid()}-{_ORIGIN_TOKEN}"
 
 
 def access_channel(prefix: str) -> str:
@@ -51,7 +58,7 @@ class AccessPublisher:
         if not self.health.available:
             return
         try:
-            self._client.publish(self._channel, json.dumps({"origin": PROCESS_ORIGIN}))
+            self._client.publish(self._channel, json.dumps({"origin": process_origin()}))
         except REDIS_ERRORS as error:
             self.health.failed("publish access change", error)
         else:
@@ -167,7 +174,7 @@ class AccessListener:
             origin = json.loads(message["data"]).get("origin")
         except (ValueError, TypeError, AttributeError):
             return True
-        return origin != PROCESS_ORIGIN
+        return origin != process_origin()
 
     def _refresh(self) -> None:
         try:

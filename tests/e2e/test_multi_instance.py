@@ -506,3 +506,65 @@ def test_serve_workers_share_throttle(workers: tuple[WorkerServer, Seeder]) -> N
             break
 
     assert spread_over_workers, "every user's failed logins went to one worker, so sharing was not shown"
+
+
+# ---------------------------------------------------------------------------------------------
+# A Redis outage
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """Start a Redis server of this test's own on 127.0.0.1:``port``, without persistence."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return process
+        except redis.RedisError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+def redis_events(server: Server) -> list[str]:
+    return [line.split('"event": "')[1].split('"')[0] for line in server.log_text().splitlines()
+            if '"event": "redis.' in line]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server program to stop and restart")
+def test_redis_outage_keeps_logins_working(postgres_databases: DatabaseFactory) -> None:
+    redis_port = free_port()
+    redis_server = start_redis(redis_port)
+    database_url = postgres_databases.create()
+    seed = Seeder(database_url)
+    seed.set_external_seats(10)
+    user = seed.user()
+    server = start_server(server_env(database_url, {"REFLEXBLUE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}))
+    try:
+        assert login(server, user).status_code == 200
+        redis_server.terminate()
+        redis_server.wait(timeout=10)
+
+        during_outage = [login(server, user, WRONG_PASSWORD).status_code for _ in range(5)]
+        sixth = login(server, user, WRONG_PASSWORD).status_code
+        redis_server = start_redis(redis_port)
+        time.sleep(6.0)  # the server tries Redis again 5 s after a failure
+        after_outage = login(server, user, WRONG_PASSWORD).status_code
+        keys = list(redis.Redis(port=redis_port).scan_iter(match="reflexblue:throttle:*"))
+
+        # The database store took over the counting, so the limit still held during the outage.
+        assert during_outage == [401] * 5
+        assert sixth == 429
+        # Counting is back in Redis, which lost its counts in the restart, so it starts again from one.
+        assert after_outage == 401
+        assert keys
+        assert redis_events(server) == ["redis.unavailable", "redis.recovered"]
+    finally:
+        server.stop()
+        seed.close()
+        redis_server.terminate()
+        redis_server.wait(timeout=10)

@@ -109,7 +109,7 @@ def set_up_shop(run: Run, seats: int = 2) -> None:
 def test_migrate_prints_revision(run: Run) -> None:
     result = ok(run("migrate"))
 
-    assert "schema revision 0002" in result.stdout
+    assert "schema revision 0003" in result.stdout
 
 
 def test_usage_error_exits_2(run: Run) -> None:
@@ -660,3 +660,21 @@ def test_serve_passes_options_to_app(run: Run, database_url: str) -> None:
     assert "server.starting" in stderr
     assert "server.secret_key_unset" in stderr
     assert PASSWORD not in stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Announcing changes through Redis
+
+
+def test_unreachable_redis_warns_but_changes(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reflexblue.notifications import uninstall_publisher
+
+    monkeypatch.setenv("REFLEXBLUE_REDIS_URL", "redis://127.0.0.1:1/0")
+    try:
+        result = ok(run("plan", "set", "--external-seats", "3"))
+    finally:
+        uninstall_publisher()
+
+    assert "The plan now has 3 External seats" in result.stdout
+    assert result.stderr.startswith("warning: could not notify running servers through Redis at redis://127.0.0.1:1/0")
+    assert result.stderr.count("\n") == 1

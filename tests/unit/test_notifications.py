@@ -14,10 +14,10 @@ import redis
 from reflexblue.api.runtime import Runtime
 from reflexblue.bootstrap import prepare
 from reflexblue.notifications import (
-    PROCESS_ORIGIN,
     AccessListener,
     access_channel,
     install_publisher,
+    process_origin,
     uninstall_publisher,
 )
 from reflexblue.redis_client import RedisHealth, connect, describe_redis_url
@@ -86,7 +86,7 @@ def test_commit_with_access_change_publishes(sqlite_database: Database, subscrib
     message = next_message(subscriber)
 
     assert message is not None
-    assert json.loads(message["data"]) == {"origin": PROCESS_ORIGIN}
+    assert json.loads(message["data"]) == {"origin": process_origin()}
 
 
 @pytest.mark.usefixtures("publisher")
@@ -171,7 +171,7 @@ def test_listener_skips_own_messages(redis_prefix: str) -> None:
         assert listener.wait_subscribed(5)
         subscribed_calls = calls.count
         publisher = connect(REDIS_URL)
-        publisher.publish(access_channel(redis_prefix), json.dumps({"origin": PROCESS_ORIGIN}))
+        publisher.publish(access_channel(redis_prefix), json.dumps({"origin": process_origin()}))
         time.sleep(0.3)
         own_calls = calls.count
         calls.changed.clear()

@@ -205,3 +205,50 @@ def test_invalid_database_setting_names_variable(name: str, value: str) -> None:
         Settings.from_env({name: value})
 
     assert name in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Redis and metrics
+
+
+def test_defaults_redis_off_metrics_on() -> None:
+    settings = Settings()
+
+    assert settings.redis_url == ""
+    assert settings.redis_prefix == "reflexblue:"
+    assert settings.metrics is True
+    assert settings.metrics_port == 0
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:secret@cache:6380/1", "unix:///run/redis.sock"])
+def test_redis_url_valid_forms_accepted(url: str) -> None:
+    assert Settings.from_env({"REFLEXBLUE_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize("url", ["http://:secret@cache:6379", "redis://:secret@", "secret@cache:6379",
+                                 "redis://:secret@[::1"])
+def test_redis_url_invalid_rejected_without_echo(url: str) -> None:
+    with pytest.raises(SettingsError, match="invalid REFLEXBLUE_REDIS_URL") as caught:
+        Settings.from_env({"REFLEXBLUE_REDIS_URL": url})
+
+    assert "secret" not in str(caught.value)
+
+
+def test_redis_url_not_in_repr() -> None:
+    assert "secret" not in repr(Settings(redis_url="redis://:secret@cache:6379/0"))
+
+
+@pytest.mark.parametrize("prefix", ["", "has space:", "x" * 101, "tab\tinside:"])
+def test_redis_prefix_invalid_rejected(prefix: str) -> None:
+    with pytest.raises(SettingsError, match="REFLEXBLUE_REDIS_PREFIX"):
+        Settings.from_env({"REFLEXBLUE_REDIS_PREFIX": prefix})
+
+
+@pytest.mark.parametrize("port", ["-1", "65536"])
+def test_metrics_port_out_of_range_rejected(port: str) -> None:
+    with pytest.raises(SettingsError, match="REFLEXBLUE_METRICS_PORT"):
+        Settings.from_env({"REFLEXBLUE_METRICS_PORT": port})
+
+
+def test_metrics_switch_read_from_env() -> None:
+    assert Settings.from_env({"REFLEXBLUE_METRICS": "false"}).metrics is False

@@ -9,6 +9,7 @@ from litestar import Request, Router, get
 from litestar.concurrency import sync_to_thread
 
 from reflexblue.api.auth import require_access, runtime_of
+from reflexblue.api.resources import AdministrationCode
 from reflexblue.api.problems import AUTH_ERRORS, Problem, problem_spec
 from reflexblue.domain.access import ApiVersion, decide, reachable_resources
 from reflexblue.domain.permissions import resource_permission_key
@@ -85,14 +86,14 @@ async def list_v2(request: Request[Any, Any, Any]) -> AdministrationsV2:
 @get("/administrations/{code:str}", opt={"version": ApiVersion.V1}, tags=["v1 administrations"],
      operation_id="V1Administration", summary="Read one administration (API v1)",
      guards=[require_access], security=[{"BearerToken": []}], responses=_DETAIL_ERRORS)
-async def read_v1(request: Request[Any, Any, Any], code: str) -> AdministrationV1:
+async def read_v1(request: Request[Any, Any, Any], code: AdministrationCode) -> AdministrationV1:
     return AdministrationV1(code, await _name(request, code))
 
 
 @get("/administrations/{code:str}", opt={"version": ApiVersion.V2}, tags=["v2 administrations"],
      operation_id="V2Administration", summary="Read one administration and the v2 permissions held there",
      guards=[require_access], security=[{"BearerToken": []}], responses=_DETAIL_ERRORS)
-async def read_v2(request: Request[Any, Any, Any], code: str) -> AdministrationV2:
+async def read_v2(request: Request[Any, Any, Any], code: AdministrationCode) -> AdministrationV2:
     held = request.state.principal.snapshot.permissions[code]
     return _v2_item(code, await _name(request, code), held)
 

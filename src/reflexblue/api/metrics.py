@@ -185,6 +185,8 @@ class RequestMetrics:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
+        # Labelled histograms by (method, route, status), so a request skips the label validation of labels().
+        self._histograms: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
@@ -203,11 +205,12 @@ class RequestMetrics:
             await self.app(scope, receive, send_and_record_status)
         finally:
             method = scope.get("method", "")
-            REQUEST_DURATION.labels(
-                method if method in _METHODS else "other",
-                scope.get("path_template") or UNMATCHED_ROUTE,
-                str(status),
-            ).observe(time.perf_counter() - started)
+            labels = (method if method in _METHODS else "other", scope.get("path_template") or UNMATCHED_ROUTE,
+                      str(status))
+            histogram = self._histograms.get(labels)
+            if histogram is None:
+                histogram = self._histograms[labels] = REQUEST_DURATION.labels(*labels)
+            histogram.observe(time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------

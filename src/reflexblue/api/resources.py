@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, delete, get, patch, post, put
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from reflexblue.api.auth import require_access, runtime_of
@@ -24,15 +24,16 @@ from reflexblue.storage.models import Record
 
 MAX_BODY = 1024 * 1024
 
-Limit = Annotated[int, Parameter(ge=1, le=1000, description="Page size, 1-1000.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size, 1-1000.")]
 Cursor = Annotated[
-    str | None, Parameter(max_length=200, description="The next_cursor of the previous page; omit for the first page.")
+    str | None, QueryParameter(max_length=200, description="The next_cursor of the previous page; omit for the first page.")
 ]
 ModifiedSince = Annotated[
     dt.datetime | None,
-    Parameter(description="Only records modified at or after this RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z."),
+    QueryParameter(description="Only records modified at or after this RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z."),
 ]
-RecordId = Annotated[str, Parameter(max_length=64, description="The record's opaque id.")]
+RecordId = Annotated[str, PathParameter(max_length=64, description="The record's opaque id.")]
+AdministrationCode = Annotated[str, PathParameter(description="The administration's code, e.g. acme.")]
 
 
 def _record_errors(extra: dict[int, Any]) -> dict[int, Any]:
@@ -96,7 +97,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
                     "modified_at": row.modified_at}
         return msgspec.convert(document, record_type, strict=False)
 
-    def list_items(request: Request[Any, Any, Any], code: str, limit: Limit = 100, cursor: Cursor = None,
+    def list_items(request: Request[Any, Any, Any], code: AdministrationCode, limit: Limit = 100, cursor: Cursor = None,
                    modified_since: ModifiedSince = None) -> Any:
         if modified_since is not None:
             modified_since = _as_utc(modified_since)
@@ -106,14 +107,14 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
                                         modified_since=modified_since)
             return page_type(items=[to_record(row) for row in page.items], next_cursor=page.next_cursor)
 
-    def create_item(request: Request[Any, Any, Any], code: str, data: Any) -> Any:
+    def create_item(request: Request[Any, Any, Any], code: AdministrationCode, data: Any) -> Any:
         administration_id = _administration_id(request, code)
         with runtime_of(request).database.write() as session:
             _checked(data)
             row = records.create_record(session, administration_id, resource, data.code, to_document(data))
             return to_record(row)
 
-    def read_item(request: Request[Any, Any, Any], code: str, record_id: RecordId) -> Any:
+    def read_item(request: Request[Any, Any, Any], code: AdministrationCode, record_id: RecordId) -> Any:
         administration_id = _administration_id(request, code)
         with runtime_of(request).database.read() as session:
             row = records.get_record(session, administration_id, resource, record_id)
@@ -121,7 +122,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
                 raise _not_found(resource, record_id)
             return to_record(row)
 
-    def replace_item(request: Request[Any, Any, Any], code: str, record_id: RecordId, data: Any) -> Any:
+    def replace_item(request: Request[Any, Any, Any], code: AdministrationCode, record_id: RecordId, data: Any) -> Any:
         administration_id = _administration_id(request, code)
         with runtime_of(request).database.write() as session:
             row = records.get_record(session, administration_id, resource, record_id)
@@ -130,7 +131,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
             _checked(data)
             return to_record(records.update_record(session, row, data.code, to_document(data)))
 
-    def update_item(request: Request[Any, Any, Any], code: str, record_id: RecordId, data: Any) -> Any:
+    def update_item(request: Request[Any, Any, Any], code: AdministrationCode, record_id: RecordId, data: Any) -> Any:
         administration_id = _administration_id(request, code)
         with runtime_of(request).database.write() as session:
             row = records.get_record(session, administration_id, resource, record_id)
@@ -142,7 +143,7 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
             validated = _checked(msgspec.convert(merged, schema.create, strict=False))
             return to_record(records.update_record(session, row, validated.code, to_document(validated)))
 
-    def delete_item(request: Request[Any, Any, Any], code: str, record_id: RecordId) -> None:
+    def delete_item(request: Request[Any, Any, Any], code: AdministrationCode, record_id: RecordId) -> None:
         administration_id = _administration_id(request, code)
         with runtime_of(request).database.write() as session:
             row = records.get_record(session, administration_id, resource, record_id)
@@ -151,10 +152,10 @@ def build_handlers(version: ApiVersion, schema: ResourceSchema) -> list[Any]:
             records.delete_record(session, row)
 
     list_items.__annotations__["return"] = page_type
-    create_item.__annotations__.update(data=schema.create, **{"return": record_type})
+    create_item.__annotations__.update(data=JSONBody[schema.create], **{"return": record_type})
     read_item.__annotations__["return"] = record_type
-    replace_item.__annotations__.update(data=schema.create, **{"return": record_type})
-    update_item.__annotations__.update(data=schema.patch, **{"return": record_type})
+    replace_item.__annotations__.update(data=JSONBody[schema.create], **{"return": record_type})
+    update_item.__annotations__.update(data=JSONBody[schema.patch], **{"return": record_type})
 
     required = ", ".join(schema.required)
     label = resource.replace("-", " ")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import unicodedata
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -23,8 +25,11 @@ from reflexblue.domain.permissions import BY_KEY
 from reflexblue.domain.usernames import MAX_USERNAME_LENGTH, normalise_username
 from reflexblue.logs import event
 from reflexblue.security.passwords import MAX_PASSWORD_LENGTH
+from reflexblue.security.throttle import Verdict, wait_delays
 from reflexblue.security.tokens import InvalidToken
 from reflexblue.storage import repository
+
+log = logging.getLogger(__name__)
 
 LOGIN_MAX_BODY = 16 * 1024
 
@@ -139,6 +144,33 @@ def _check_credentials(runtime: Runtime, username_key: str, password: str) -> tu
     return "ok", user_id, (stamp, display)
 
 
+async def _reserve_login(runtime: Runtime, username_key: str, address: str) -> Verdict:
+    """Reserve a password check, waiting on the event loop (not in a worker thread) while slots are in flight."""
+    verdict = await sync_to_thread(runtime.throttle.attempt, username_key, address)
+    for delay in wait_delays():
+        if verdict.allowed or not verdict.busy:
+            break
+        await asyncio.sleep(delay)
+        verdict = await sync_to_thread(runtime.throttle.attempt, username_key, address)
+    return verdict
+
+
+async def _check_and_settle(runtime: Runtime, username_key: str, address: str, password: str) -> tuple[str, str, Any]:
+    """Check the credentials, then settle the throttle's reservation with the outcome, whatever happens."""
+    try:
+        result = await sync_to_thread(_check_credentials, runtime, username_key, password)
+    except BaseException:
+        try:
+            await sync_to_thread(partial(runtime.throttle.finish, username_key, address, outcome="aborted"))
+        except Exception as error:  # noqa: BLE001 - the reservation expires by itself; keep the first error
+            log.warning("could not release a login reservation: %s", type(error).__name__)
+        raise
+    failed = result[0] == "invalid_credentials"
+    await sync_to_thread(partial(runtime.throttle.finish, username_key, address,
+                                 outcome="failed" if failed else "succeeded"))
+    return result
+
+
 def _audit_login(runtime: Runtime, outcome: str, username: str | None, address: str) -> None:
     with runtime.database.write() as session:
         repository.audit(session, "login.succeeded" if outcome == "ok" else "login.failed", f"address:{address}",
@@ -173,7 +205,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[TokenResponse]:
     username_key = normalise_username(username)
     address = runtime.client_address(request.client.host if request.client else None,
                                      request.headers.get("x-forwarded-for"))
-    verdict = await sync_to_thread(runtime.throttle.attempt, username_key, address)
+    verdict = await _reserve_login(runtime, username_key, address)
     if not verdict.allowed:
         event("login.throttled", logging.WARNING, client=address, retry_after=verdict.retry_after)
         metrics.count_throttled(verdict.kind)
@@ -181,13 +213,12 @@ async def login(request: Request[Any, Any, Any]) -> Response[TokenResponse]:
         raise Problem(429, "too-many-attempts", "Too many login attempts",
                       f"Too many failed logins: retry in {verdict.retry_after} seconds.",
                       headers={"Retry-After": str(verdict.retry_after)})
-    outcome, user_id, info = await sync_to_thread(_check_credentials, runtime, username_key, password)
+    outcome, user_id, info = await _check_and_settle(runtime, username_key, address, password)
     if outcome == "invalid_credentials":
         event("login.failed", logging.INFO, reason="invalid_credentials", client=address)
         metrics.count_login("invalid_credentials")
         await sync_to_thread(_audit_login, runtime, outcome, None, address)
         raise _INVALID_CREDENTIALS
-    await sync_to_thread(runtime.throttle.succeeded, username_key, address)
     if outcome != "ok":
         event("login.failed", logging.INFO, reason=outcome, username=info, client=address)
         metrics.count_login(outcome)

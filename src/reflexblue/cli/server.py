@@ -125,7 +125,7 @@ def prepare_worker_metrics(settings: Settings, workers: int) -> Callable[[], Non
     listener = None
     seats_database = None
     if settings.metrics_port:
-        seats_database = Database(settings.database_url, pool_size=1)
+        seats_database = Database(settings.database_url, pool_size=1, timeout=settings.database_timeout)
         SEATS.attach(seats_database)
         try:
             listener = start_listener(settings.metrics_port)

@@ -1,11 +1,17 @@
 """Login throttling: consecutive failures per username and per client address, with back-off.
 
-Each attempt is counted *before* the password is checked, in one atomic step, so parallel
-attempts cannot get more guesses than the limit allows. The first ``limit`` attempts of a key
-pass; the attempt that reaches the limit also starts a block of ``base_delay`` seconds, and
-every further failure doubles it, up to ``max_delay``. A block always ends, so the real user is
-never locked out for good; a successful login resets the username's count. A key whose last
-failure is older than ``window`` seconds starts again from zero.
+Each attempt *reserves* a slot before the password is checked, in one atomic step, and settles
+it afterwards as a failure or a success. Slots are limited to the failures a key has left before
+it is blocked, so parallel attempts can never check more passwords than the limit allows. An
+attempt that finds every slot taken by attempts still in flight waits briefly for them instead
+of being rejected, so correct logins sent in parallel are never throttled while fewer than
+``limit`` failures are recorded.
+
+The failure that reaches the limit starts a block of ``base_delay`` seconds; after a block ends,
+one attempt is allowed, and each further failure doubles the block, up to ``max_delay``. A
+block always ends, so the real user is never locked out for good. A successful login resets the
+username's failures; it releases the address's slot without erasing the address's failures. A
+key whose last failure is older than ``window`` seconds starts again from zero.
 
 Unknown usernames are counted exactly like existing ones, so throttling tells nothing about
 which accounts exist.
@@ -15,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 import redis
-
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -29,6 +35,24 @@ from sqlalchemy.orm import Session
 from reflexblue.redis_client import REDIS_ERRORS, RedisHealth
 from reflexblue.storage.database import Database
 from reflexblue.storage.models import ThrottleCounter
+
+#: Reservations older than this many seconds are dropped: their process died before settling them.
+PENDING_TIMEOUT = 30.0
+#: How long an attempt waits for in-flight attempts of the same key before it is rejected.
+WAIT_FOR_SLOT = 5.0
+
+
+def wait_delays() -> list[float]:
+    """Return the pauses between tries of a busy attempt: short at first, then longer, with jitter.
+
+    They add up to about WAIT_FOR_SLOT seconds; the jitter keeps waiting attempts from retrying in step.
+    """
+    delays: list[float] = []
+    delay = 0.02
+    while sum(delays) < WAIT_FOR_SLOT:
+        delays.append(delay * random.uniform(0.75, 1.25))
+        delay = min(delay * 1.5, 0.25)
+    return delays
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +63,14 @@ class Policy:
     window: int
 
     def delay(self, failures: int) -> float:
-        """Return the block, in seconds, that starts once ``failures`` attempts are counted."""
+        """Return the block, in seconds, that starts once ``failures`` failures are recorded."""
         if failures < self.limit:
             return 0.0
         return float(min(self.base_delay * 2 ** min(failures - self.limit, 30), self.max_delay))
+
+    def slots(self, failures: int) -> int:
+        """Return how many password checks may be in flight at once for a key that is not blocked."""
+        return self.limit - failures if failures < self.limit else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +79,14 @@ class Verdict:
     retry_after: int = 0
     #: Which key rejected the attempt: "user" or "address"; empty when allowed.
     kind: str = ""
+    #: Rejected only because attempts in flight hold every slot: worth waiting for them.
+    busy: bool = False
 
 
 class ThrottleStore(Protocol):
-    def attempt(self, key: str, policy: Policy, now: float) -> Verdict: ...
+    def reserve(self, key: str, policy: Policy, now: float) -> Verdict: ...
 
-    def forgive(self, key: str, policy: Policy) -> None: ...
+    def settle(self, key: str, policy: Policy, now: float, *, failed: bool, reset: bool) -> None: ...
 
     def reset(self, key: str) -> None: ...
 
@@ -71,26 +101,35 @@ class DatabaseThrottleStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def attempt(self, key: str, policy: Policy, now: float) -> Verdict:
+    def reserve(self, key: str, policy: Policy, now: float) -> Verdict:
+        """Take a slot for one password check, or say why not (blocked, or every slot in flight)."""
         with self._database.write() as session:
             row = _locked_row(session, key)
             if now - row.last_failure_at > policy.window and now >= row.blocked_until:
                 row.failures = 0
+            if now - row.pending_at > PENDING_TIMEOUT:
+                row.pending = 0
             if now < row.blocked_until:
                 return Verdict(False, min(policy.max_delay, max(1, math.ceil(row.blocked_until - now))))
-            row.failures += 1
-            row.last_failure_at = now
-            delay = policy.delay(row.failures)
-            if delay:
-                row.blocked_until = now + delay
+            if row.pending >= policy.slots(row.failures):
+                return Verdict(False, 1, busy=True)
+            row.pending += 1
+            row.pending_at = now
             return Verdict(True)
 
-    def forgive(self, key: str, policy: Policy) -> None:
-        """Take back one counted attempt that turned out to be a success."""
+    def settle(self, key: str, policy: Policy, now: float, *, failed: bool, reset: bool) -> None:
+        """Give back a slot; count a failure (and block from the limit on), or reset after a success."""
         with self._database.write() as session:
             row = _locked_row(session, key)
-            row.failures = max(0, row.failures - 1)
-            if row.failures < policy.limit:
+            row.pending = max(0, row.pending - 1)
+            if failed:
+                row.failures += 1
+                row.last_failure_at = now
+                delay = policy.delay(row.failures)
+                if delay:
+                    row.blocked_until = now + delay
+            elif reset:
+                row.failures = 0
                 row.blocked_until = 0.0
 
     def reset(self, key: str) -> None:
@@ -101,44 +140,62 @@ class DatabaseThrottleStore:
 # Both scripts keep the counter of one key in a hash with the fields of the database row. Times
 # are the caller's Unix time, as in the database store. Floats are stored with %.17g so that they
 # read back exactly.
-_ATTEMPT_SCRIPT = """
+_RESERVE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local max_delay = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local pending_timeout = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'failures', 'blocked_until', 'last_failure_at', 'pending', 'pending_at')
+local failures = tonumber(state[1]) or 0
+local blocked_until = tonumber(state[2]) or 0
+local last_failure_at = tonumber(state[3]) or 0
+local pending = tonumber(state[4]) or 0
+local pending_at = tonumber(state[5]) or 0
+if now - last_failure_at > window and now >= blocked_until then
+  failures = 0
+end
+if now - pending_at > pending_timeout then
+  pending = 0
+end
+if now < blocked_until then
+  return {0, math.min(max_delay, math.max(1, math.ceil(blocked_until - now))), 0}
+end
+local slots = 1
+if failures < limit then
+  slots = limit - failures
+end
+if pending >= slots then
+  return {0, 1, 1}
+end
+redis.call('HSET', KEYS[1], 'failures', failures, 'pending', pending + 1,
+           'pending_at', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {1, 0, 0}
+"""
+
+_SETTLE_SCRIPT = """
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local base_delay = tonumber(ARGV[3])
 local max_delay = tonumber(ARGV[4])
-local window = tonumber(ARGV[5])
-local state = redis.call('HMGET', KEYS[1], 'failures', 'blocked_until', 'last_failure_at')
+local failed = ARGV[5] == '1'
+local reset = ARGV[6] == '1'
+local state = redis.call('HMGET', KEYS[1], 'failures', 'pending')
 local failures = tonumber(state[1]) or 0
-local blocked_until = tonumber(state[2]) or 0
-local last_failure_at = tonumber(state[3]) or 0
-if now - last_failure_at > window and now >= blocked_until then
-  failures = 0
+local pending = math.max(0, (tonumber(state[2]) or 0) - 1)
+redis.call('HSET', KEYS[1], 'pending', pending)
+if failed then
+  failures = failures + 1
+  redis.call('HSET', KEYS[1], 'failures', failures, 'last_failure_at', string.format('%.17g', now))
+  if failures >= limit then
+    local blocked_until = now + math.min(base_delay * 2 ^ math.min(failures - limit, 30), max_delay)
+    redis.call('HSET', KEYS[1], 'blocked_until', string.format('%.17g', blocked_until))
+  end
+elseif reset then
+  redis.call('HSET', KEYS[1], 'failures', 0, 'blocked_until', '0')
 end
-if now < blocked_until then
-  return {0, math.max(1, math.ceil(blocked_until - now))}
-end
-failures = failures + 1
-last_failure_at = now
-if failures >= limit then
-  blocked_until = now + math.min(base_delay * 2 ^ math.min(failures - limit, 30), max_delay)
-end
-redis.call('HSET', KEYS[1], 'failures', failures,
-           'blocked_until', string.format('%.17g', blocked_until),
-           'last_failure_at', string.format('%.17g', last_failure_at))
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {1, 0}
-"""
-
-_FORGIVE_SCRIPT = """
-local state = redis.call('HMGET', KEYS[1], 'failures')
-if not state[1] then
-  return 0
-end
-local failures = math.max(0, tonumber(state[1]) - 1)
-redis.call('HSET', KEYS[1], 'failures', failures)
-if failures < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'blocked_until', '0')
-end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 """
 
@@ -155,28 +212,35 @@ class RedisThrottleStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = f"{prefix}throttle:"
-        self._attempt = client.register_script(_ATTEMPT_SCRIPT)
-        self._forgive = client.register_script(_FORGIVE_SCRIPT)
+        self._reserve = client.register_script(_RESERVE_SCRIPT)
+        self._settle = client.register_script(_SETTLE_SCRIPT)
 
     def redis_key(self, key: str) -> str:
         """Return the Redis key that stores the counter of throttle ``key``."""
         return self._prefix + key
 
-    def attempt(self, key: str, policy: Policy, now: float) -> Verdict:
-        expiry_ms = math.ceil((policy.window + policy.max_delay) * 1000)
-        allowed, retry_after = self._attempt(
+    def reserve(self, key: str, policy: Policy, now: float) -> Verdict:
+        allowed, retry_after, busy = self._reserve(
             keys=[self.redis_key(key)],
-            args=[repr(float(now)), policy.limit, policy.base_delay, policy.max_delay, policy.window, expiry_ms],
+            args=[repr(float(now)), policy.limit, policy.max_delay, policy.window, PENDING_TIMEOUT, _expiry_ms(policy)],
         )
-        return Verdict(bool(allowed), int(retry_after))
+        return Verdict(bool(allowed), int(retry_after), busy=bool(busy))
 
-    def forgive(self, key: str, policy: Policy) -> None:
-        """Take back one counted attempt that turned out to be a success."""
-        self._forgive(keys=[self.redis_key(key)], args=[policy.limit])
+    def settle(self, key: str, policy: Policy, now: float, *, failed: bool, reset: bool) -> None:
+        self._settle(
+            keys=[self.redis_key(key)],
+            args=[repr(float(now)), policy.limit, policy.base_delay, policy.max_delay, int(failed), int(reset),
+                  _expiry_ms(policy)],
+        )
 
     def reset(self, key: str) -> None:
         # One DEL is atomic on its own, so this operation needs no script.
         self._client.delete(self.redis_key(key))
+
+
+def _expiry_ms(policy: Policy) -> int:
+    """Return how long a Redis counter lives after its last change: its failures and block are over by then."""
+    return math.ceil((policy.window + policy.max_delay + PENDING_TIMEOUT) * 1000)
 
 
 class FallbackThrottleStore:
@@ -191,27 +255,27 @@ class FallbackThrottleStore:
         self._fallback = fallback
         self._health = health
 
-    def attempt(self, key: str, policy: Policy, now: float) -> Verdict:
+    def reserve(self, key: str, policy: Policy, now: float) -> Verdict:
         if self._health.available:
             try:
-                verdict = self._primary.attempt(key, policy, now)
+                verdict = self._primary.reserve(key, policy, now)
             except REDIS_ERRORS as error:
-                self._health.failed("throttle attempt", error)
+                self._health.failed("throttle reserve", error)
             else:
                 self._health.succeeded()
                 return verdict
-        return self._fallback.attempt(key, policy, now)
+        return self._fallback.reserve(key, policy, now)
 
-    def forgive(self, key: str, policy: Policy) -> None:
+    def settle(self, key: str, policy: Policy, now: float, *, failed: bool, reset: bool) -> None:
         if self._health.available:
             try:
-                self._primary.forgive(key, policy)
+                self._primary.settle(key, policy, now, failed=failed, reset=reset)
             except REDIS_ERRORS as error:
-                self._health.failed("throttle forgive", error)
+                self._health.failed("throttle settle", error)
             else:
                 self._health.succeeded()
                 return
-        self._fallback.forgive(key, policy)
+        self._fallback.settle(key, policy, now, failed=failed, reset=reset)
 
     def reset(self, key: str) -> None:
         if self._health.available:
@@ -230,7 +294,7 @@ def _locked_row(session: Session, key: str) -> ThrottleCounter:
     insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
         insert(ThrottleCounter)
-        .values(key=key, failures=0, blocked_until=0.0, last_failure_at=0.0)
+        .values(key=key, failures=0, blocked_until=0.0, last_failure_at=0.0, pending=0, pending_at=0.0)
         .on_conflict_do_nothing(index_elements=["key"])
     )
     return session.scalars(select(ThrottleCounter).where(ThrottleCounter.key == key).with_for_update()).one()
@@ -250,15 +314,29 @@ class LoginThrottle:
         self._address_policy = address_policy
 
     def attempt(self, username_key: str, address: str, now: float | None = None) -> Verdict:
-        """Count one attempt for both keys; rejected when either is blocked."""
+        """Try once to reserve a password check for both keys; blocking (one or two store calls).
+
+        A verdict with ``busy`` set means attempts in flight hold every slot: the caller should
+        wait briefly and try again (see :func:`wait_delays`). An allowed attempt must be followed
+        by exactly one :meth:`finish` call.
+        """
         current = time.time() if now is None else now
-        by_address = self._store.attempt(_storage_key("address", address), self._address_policy, current)
+        user_key = _storage_key("user", username_key)
+        address_key = _storage_key("address", address)
+        by_address = self._store.reserve(address_key, self._address_policy, current)
         if not by_address.allowed:
             return replace(by_address, kind="address")
-        by_user = self._store.attempt(_storage_key("user", username_key), self._user_policy, current)
-        return by_user if by_user.allowed else replace(by_user, kind="user")
+        by_user = self._store.reserve(user_key, self._user_policy, current)
+        if by_user.allowed:
+            return by_user
+        self._store.settle(address_key, self._address_policy, current, failed=False, reset=False)
+        return replace(by_user, kind="user")
 
-    def succeeded(self, username_key: str, address: str) -> None:
-        """Clear the username's failures and take back the address's count for this attempt."""
-        self._store.reset(_storage_key("user", username_key))
-        self._store.forgive(_storage_key("address", address), self._address_policy)
+    def finish(self, username_key: str, address: str, *, outcome: str, now: float | None = None) -> None:
+        """Settle an allowed attempt: ``outcome`` is "failed", "succeeded" or "aborted" (nothing checked)."""
+        current = time.time() if now is None else now
+        failed = outcome == "failed"
+        self._store.settle(_storage_key("user", username_key), self._user_policy, current,
+                           failed=failed, reset=outcome == "succeeded")
+        self._store.settle(_storage_key("address", address), self._address_policy, current,
+                           failed=failed, reset=False)

@@ -164,7 +164,7 @@ class RevokedToken(Base):
 
 
 class ThrottleCounter(Base):
-    """Consecutive login failures of one key ("user:<name>" or "address:<ip>")."""
+    """Consecutive login failures of one key ("user:<digest>" or "address:<digest>")."""
 
     __tablename__ = "throttle_counters"
 
@@ -173,6 +173,10 @@ class ThrottleCounter(Base):
     #: Unix time before which attempts are rejected with 429.
     blocked_until: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     last_failure_at: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    #: Password checks reserved and not yet settled; see reflexblue.security.throttle.
+    pending: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    #: Unix time of the last reservation, to drop reservations of processes that died.
+    pending_at: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
 
 
 class Record(Base):
