@@ -90,7 +90,7 @@ class CliState:
         return self._settings
 
     def database(self) -> Database:
-        """Return the prepared database: migrations applied and a signing key present."""
+        """Return the prepared database, with migrations applied; administration commands never create keys."""
         if self._database is None:
             self._database = prepare(self.settings(), actor=self.actor)
             click.get_current_context().call_on_close(self._database.dispose)

@@ -1,8 +1,8 @@
 """Entry point of the ``reflexblue`` command.
 
 Settings come from ``REFLEXBLUE_*`` environment variables; options such as ``--database-url``
-override them. Every command that touches the database first applies pending migrations and
-makes sure a signing key exists, and runs its changes in one transaction. Expected errors end
+override them. Every command that touches the database first applies pending migrations, and
+runs its changes in one transaction; only ``serve``, ``demo`` and ``keys rotate`` create keys. Expected errors end
 as one ``error: ...`` line on stderr with exit code 1; usage errors exit with 2.
 """
 

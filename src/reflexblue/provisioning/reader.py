@@ -29,7 +29,6 @@ from reflexblue.storage.repository import MAX_EXTERNAL_SEATS, validate_administr
 
 #: Files larger than this are rejected before parsing.
 MAX_FILE_BYTES = 10 * 1024 * 1024
-#: The largest External seat count the database column stores (a signed 32-bit integer).
 
 MAX_ADMINISTRATION_NAME_LENGTH = 255
 MAX_ROLE_NAME_LENGTH = 150

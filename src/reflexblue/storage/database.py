@@ -140,7 +140,14 @@ class Database:
     def _sqlite_engine(self, *, immediate: bool) -> Engine:
         database = self.url.database
         if database and database != ":memory:":
-            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(database).expanduser().resolve().parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise SettingsError(
+                    f"cannot use the SQLite database {database!r}: {error.strerror} at {str(directory)!r}; "
+                    "choose a writable directory in REFLEXBLUE_DATABASE_URL"
+                ) from None
         pooling: dict[str, Any] = {}
         if database and database != ":memory:":
             pooling = {"pool_size": self.pool_size, "max_overflow": self.pool_size, "pool_timeout": self.timeout}
