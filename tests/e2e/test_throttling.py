@@ -149,6 +149,17 @@ def test_throttle_parallel_guesses_capped(throttled: Deployment) -> None:
     assert statuses.count(401) + statuses.count(429) == 30
 
 
+def test_parallel_right_passwords_succeed(throttled: Deployment) -> None:
+    # Only 5 checks of one username run at once, so the other logins wait for a free slot instead of getting 429.
+    user = throttled.seed.user()
+    credentials = {"username": user.username, "password": user.password}
+
+    with throttled.client(limits=httpx.Limits(max_connections=20)) as client, ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda _: client.post(LOGIN, json=credentials).status_code, range(20)))
+
+    assert statuses == [200] * 20
+
+
 def test_throttle_other_user_unaffected(client: httpx.Client, throttled: Deployment) -> None:
     blocked = throttled.seed.user()
     other = throttled.seed.user()
@@ -177,6 +188,24 @@ def test_address_throttle_blocks_real_user_too(address_throttled: Deployment) ->
 
     assert response.status_code == 429
     assert 1 <= int(response.headers["Retry-After"]) <= MAX_DELAY
+
+
+def test_address_block_end_allows_logins(address_throttled: Deployment) -> None:
+    # After the block the address keeps its failures, but a success does not count as one, so it starts no new block.
+    user = address_throttled.seed.user()
+    credentials = {"username": user.username, "password": user.password}
+
+    with address_throttled.client() as client:
+        failed = [fail_logins(client, unique_name("nobody"), 1)[0] for _ in range(ADDRESS_LIMIT + 1)]
+        blocked = failed[-1]
+        time.sleep(int(blocked.headers["Retry-After"]) + 0.2)
+        first = client.post(LOGIN, json=credentials)
+        second = client.post(LOGIN, json=credentials)
+
+    assert [response.status_code for response in failed[:ADDRESS_LIMIT]] == [401] * ADDRESS_LIMIT
+    assert blocked.status_code == 429
+    assert first.status_code == 200
+    assert second.status_code == 200
 
 
 def test_address_throttle_ignores_forwarded_for(address_throttled: Deployment) -> None:

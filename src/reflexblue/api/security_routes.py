@@ -210,8 +210,10 @@ async def login(request: Request[Any, Any, Any]) -> Response[TokenResponse]:
         event("login.throttled", logging.WARNING, client=address, retry_after=verdict.retry_after)
         metrics.count_throttled(verdict.kind)
         await sync_to_thread(_audit_login, runtime, "throttled", None, address)
-        raise Problem(429, "too-many-attempts", "Too many login attempts",
-                      f"Too many failed logins: retry in {verdict.retry_after} seconds.",
+        seconds = f"{verdict.retry_after} second{'s' if verdict.retry_after != 1 else ''}"
+        reason = ("Too many logins for this username or address are being checked at once" if verdict.busy
+                  else "Too many failed logins")
+        raise Problem(429, "too-many-attempts", "Too many login attempts", f"{reason}: retry in {seconds}.",
                       headers={"Retry-After": str(verdict.retry_after)})
     outcome, user_id, info = await _check_and_settle(runtime, username_key, address, password)
     if outcome == "invalid_credentials":

@@ -314,9 +314,12 @@ def test_stale_reservations_dropped(throttle: LoginThrottle) -> None:
 
 
 def test_late_settles_stop_at_zero(throttle: LoginThrottle, sqlite_database: Database) -> None:
-    # Settling the dropped reservations afterwards must not give the key more than its limit of slots.
+    # The five dropped reservations are settled after a new one was taken. Their settles also
+    # release the new one's count, so up to limit + 1 checks are in flight here. The floor at zero
+    # keeps late settles from freeing more slots than that.
     reserve(throttle, 5, T0)
     later = T0 + PENDING_TIMEOUT + 1
+    assert throttle.attempt("shop-api", ADDRESS, now=later).allowed
     for _ in range(5):
         throttle.finish("shop-api", ADDRESS, outcome="aborted", now=later)
 
@@ -382,7 +385,7 @@ def test_address_blocks_despite_success(throttle: LoginThrottle) -> None:
 
 
 def test_success_after_address_block(throttle: LoginThrottle) -> None:
-    # After the block, the address still has 50 failures: a success neither clears them nor starts a new block.
+    # After the block the address still has 50 failures, but a success neither clears them nor starts a new block.
     for index in range(50):
         fail(throttle, T0, user=f"user-{index}")
     end = T0 + ADDRESS_POLICY.base_delay
@@ -407,6 +410,25 @@ def test_address_failure_after_block_doubles(throttle: LoginThrottle) -> None:
 
     assert rejected.kind == "address"
     assert rejected.retry_after == 60
+
+
+def test_address_one_slot_after_block(throttle: LoginThrottle) -> None:
+    # Successes keep the address's failures, so it stays at one slot until its window has passed.
+    for index in range(50):
+        fail(throttle, T0, user=f"user-{index}")
+    end = T0 + ADDRESS_POLICY.base_delay
+    succeed(throttle, end, user="real-user")
+
+    first = throttle.attempt("real-user", ADDRESS, now=end + 1)
+    second = throttle.attempt("other-user", ADDRESS, now=end + 1)
+    throttle.finish("real-user", ADDRESS, outcome="succeeded", now=end + 1)
+    later = T0 + ADDRESS_POLICY.window + 1
+    after_window = [throttle.attempt(f"user-{index}", ADDRESS, now=later) for index in range(2)]
+
+    assert first.allowed
+    assert second.busy
+    assert second.kind == "address"
+    assert all(verdict.allowed for verdict in after_window)
 
 
 def test_stored_keys_hide_names(throttle: LoginThrottle, sqlite_database: Database) -> None:
@@ -503,11 +525,26 @@ def test_concurrent_instances_allow_exactly_limit(any_database: Database) -> Non
     second_database.dispose()
 
 
-def log_in_waiting(throttle: LoginThrottle, in_flight: list[int], lock: threading.Lock) -> Verdict:
-    """Log in with the right password, retrying while busy as the HTTP layer does, for up to 20 s.
+class CheckCounter:
+    """The number of password checks running now, and the maximum seen at once, shared by threads."""
 
-    ``in_flight[0]`` counts the password checks running now and ``in_flight[1]`` the most seen at once.
-    """
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.maximum = 0
+
+    def start(self) -> None:
+        with self._lock:
+            self.running += 1
+            self.maximum = max(self.maximum, self.running)
+
+    def end(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+
+def log_in_waiting(throttle: LoginThrottle, checks: CheckCounter) -> Verdict:
+    """Log in with the right password, retrying while busy as the HTTP layer does, for up to 20 s."""
     deadline = time.monotonic() + 20
     verdict = throttle.attempt("shop-api", ADDRESS, now=T0)
     while verdict.busy and time.monotonic() < deadline:
@@ -515,12 +552,9 @@ def log_in_waiting(throttle: LoginThrottle, in_flight: list[int], lock: threadin
         verdict = throttle.attempt("shop-api", ADDRESS, now=T0)
     if not verdict.allowed:
         return verdict
-    with lock:
-        in_flight[0] += 1
-        in_flight[1] = max(in_flight[1], in_flight[0])
+    checks.start()
     time.sleep(0.01)  # the password check
-    with lock:
-        in_flight[0] -= 1
+    checks.end()
     throttle.finish("shop-api", ADDRESS, outcome="succeeded", now=T0)
     return verdict
 
@@ -529,10 +563,9 @@ def log_in_waiting(throttle: LoginThrottle, in_flight: list[int], lock: threadin
 def test_parallel_right_passwords_never_rejected(any_database: Database, earlier_failures: int) -> None:
     throttle = LoginThrottle(DatabaseThrottleStore(any_database), USER_POLICY, ADDRESS_POLICY)
     failures(throttle, earlier_failures, T0)
-    in_flight = [0, 0]
-    lock = threading.Lock()
+    checks = CheckCounter()
 
-    verdicts = run_at_once(20, lambda _index: log_in_waiting(throttle, in_flight, lock))
+    verdicts = run_at_once(20, lambda _index: log_in_waiting(throttle, checks))
 
     assert [verdict for verdict in verdicts if not verdict.allowed] == []
-    assert in_flight[1] <= USER_POLICY.limit
+    assert checks.maximum <= USER_POLICY.limit
