@@ -44,7 +44,7 @@ def describe_type(annotation: object) -> str:
     if annotation in names:
         return names[annotation]  # type: ignore[index]
     name = getattr(annotation, "__name__", str(annotation))
-    return {"Decimal": "decimal (string or number)", "date": "date `YYYY-MM-DD`", "OrderLine": "order line"}.get(
+    return {"Decimal": "decimal, sent and returned as a string", "date": "date `YYYY-MM-DD`", "OrderLine": "order line"}.get(
         name, name
     )
 

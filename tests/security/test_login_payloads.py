@@ -520,3 +520,24 @@ def test_resource_error_hides_values(http: httpx.Client, home: str, attacker_tok
 
     assert response.status_code == 422
     assert secret not in response.text
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_huge_integer_field_rejected(http: httpx.Client, field: str) -> None:
+    # Python refuses to convert integers of more than 4300 digits; that must be a client error.
+    other = "password" if field == "username" else "username"
+    content = f'{{"{other}": "someone", "{field}": {"9" * 10_000}}}'.encode("ascii")
+
+    response = post_raw_login(http, content)
+
+    assert response.status_code in (400, 422)
+    assert response.headers["content-type"] == PROBLEM_JSON
+
+
+def test_deeply_nested_resource_body_rejected(deployment: Deployment, home: str, attacker_token: str) -> None:
+    with deployment.client(attacker_token) as client:
+        response = client.post(f"/api/v2/administrations/{home}/articles", content=b"[" * 2000 + b"]" * 2000,
+                               headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == PROBLEM_JSON

@@ -498,3 +498,13 @@ def test_decorated_token_rejected(read_vault: Callable[..., httpx.Response], vau
 
     assert response.status_code == 401
     assert response.json()["reason"] in ("malformed", "missing")
+
+
+@pytest.mark.parametrize("token", ["a" * 5000, "a." * 2500], ids=["one-segment", "many-segments"])
+def test_oversized_malformed_token_reports_size(deployment: Deployment, token: str) -> None:
+    # The size limit applies before any parsing, so the reason is the size, whatever the shape.
+    with deployment.client(token) as client:
+        response = client.get("/api/v2/administrations")
+
+    assert response.status_code == 401
+    assert response.json()["reason"] == "too_large"

@@ -49,6 +49,13 @@ def handle_schema_error(request: Request, exc: msgspec.ValidationError) -> Respo
     )
 
 
+def handle_nesting_error(request: Request, exc: RecursionError) -> Response[ProblemDetail]:
+    return problem_response(
+        Problem(400, "invalid-request", "Invalid request", "The request body is nested too deeply: flatten it."),
+        request,
+    )
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application; the database is migrated and the caches loaded at startup."""
     settings = settings or Settings.from_env()
@@ -107,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             Problem: handle_problem,
             HTTPException: handle_http_exception,
             msgspec.ValidationError: handle_schema_error,
+            RecursionError: handle_nesting_error,
             ReflexBlueError: handle_domain_error,
             Exception: handle_internal_error,
         },

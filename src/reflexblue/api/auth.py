@@ -75,6 +75,8 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     if scheme.lower() != "bearer":
         return None
     token = credentials.strip()
+    if len(token) > runtime_of(connection).settings.token_max_bytes:
+        raise unauthorized(Rejection.TOO_LARGE)  # checked before any parsing
     if not _B64TOKEN.fullmatch(token):
         raise unauthorized(Rejection.MALFORMED)
     return token

@@ -93,7 +93,7 @@ def parse_login_body(raw: bytes) -> tuple[str, str]:
     try:
         text = raw.decode("utf-8")
         document = json.loads(text, object_pairs_hook=_reject_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError includes JSONDecodeError and huge ints
         raise Problem(400, "invalid-request", "Invalid request",
                       'The request body is not valid UTF-8 JSON: send {"username": "...", "password": "..."}.') from None
     if not isinstance(document, dict):

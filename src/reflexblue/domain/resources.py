@@ -35,8 +35,8 @@ Text = Annotated[str, msgspec.Meta(max_length=255, pattern=_NO_CONTROL)]
 Amount = Annotated[
     Decimal,
     msgspec.Meta(
-        description="Decimal amount of 0 or more, at most 6 decimal places and below 10^15; sent as a JSON "
-        "number or string, returned as a string such as \"12.50\".",
+        description="Decimal amount of 0 or more, at most 6 decimal places and below 10^15; send it as a "
+        "string such as \"12.50\" (a JSON number keeps only about 15 significant digits); returned as a string.",
         extra={"non_negative": True},
     ),
 ]

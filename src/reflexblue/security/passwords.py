@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,14 +53,22 @@ class Passwords:
             type=Type.ID,
         )
 
+    #: Median time of one verification with the current parameters, measured by warm_up().
+    _reference_seconds: float = 0.0
+
     @cached_property
     def _dummy_hash(self) -> str:
         """A hash with the current parameters, verified in place of an unknown user's hash."""
         return self._hasher.hash("reflexblue-dummy-password-for-unknown-users")
 
     def warm_up(self) -> None:
-        """Compute the dummy hash now, so the first login with an unknown username costs no more than others."""
-        _ = self._dummy_hash
+        """Compute the dummy hash and time its verification, so unknown and outdated users cost the same."""
+        samples = []
+        for _ in range(3):
+            started = time.perf_counter()
+            self.verify(None, "reflexblue-warm-up-password")
+            samples.append(time.perf_counter() - started)
+        self._reference_seconds = sorted(samples)[1]
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)
@@ -70,15 +79,34 @@ class Passwords:
         The work done is the same in both cases: the dummy hash has the current parameters.
         """
         target = stored_hash if stored_hash is not None else self._dummy_hash
+        started = time.perf_counter()
+        try:
+            outdated = stored_hash is not None and self._hasher.check_needs_rehash(stored_hash)
+        except InvalidHashError:
+            outdated = True  # a damaged hash fails below; pad it like an outdated one
         try:
             self._hasher.verify(target, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
+            if outdated:
+                self._pad(started)
             return Verification(ok=False)
         if stored_hash is None:
             return Verification(ok=False)
         if self._hasher.check_needs_rehash(stored_hash):
             return Verification(ok=True, new_hash=self._hasher.hash(password))
         return Verification(ok=True)
+
+
+    def _pad(self, started: float) -> None:
+        """Make a failed check of a hash with cheaper, older parameters last as long as one with current ones.
+
+        Without this, users whose hash predates a parameter change would answer faster than
+        unknown usernames, which are checked against a current dummy hash. A hash with more
+        expensive parameters cannot be sped up; its user is re-hashed at the next login.
+        """
+        remaining = self._reference_seconds - (time.perf_counter() - started)
+        if remaining > 0:
+            time.sleep(remaining)
 
 
 def _comparison_key(text: str) -> str:

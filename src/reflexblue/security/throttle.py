@@ -11,7 +11,8 @@ The failure that reaches the limit starts a block of ``base_delay`` seconds; aft
 one attempt is allowed, and each further failure doubles the block, up to ``max_delay``. A
 block always ends, so the real user is never locked out for good. A successful login resets the
 username's failures; it releases the address's slot without erasing the address's failures. A
-key whose last failure is older than ``window`` seconds starts again from zero.
+key starts again from zero once ``window`` seconds have passed since its last failure and since
+its last block ended, so waiting out the longest block does not reset the back-off.
 
 Unknown usernames are counted exactly like existing ones, so throttling tells nothing about
 which accounts exist.
@@ -105,7 +106,7 @@ class DatabaseThrottleStore:
         """Take a slot for one password check, or say why not (blocked, or every slot in flight)."""
         with self._database.write() as session:
             row = _locked_row(session, key)
-            if now - row.last_failure_at > policy.window and now >= row.blocked_until:
+            if now - max(row.last_failure_at, row.blocked_until) > policy.window:
                 row.failures = 0
             if now - row.pending_at > PENDING_TIMEOUT:
                 row.pending = 0
@@ -152,7 +153,7 @@ local blocked_until = tonumber(state[2]) or 0
 local last_failure_at = tonumber(state[3]) or 0
 local pending = tonumber(state[4]) or 0
 local pending_at = tonumber(state[5]) or 0
-if now - last_failure_at > window and now >= blocked_until then
+if now - math.max(last_failure_at, blocked_until) > window then
   failures = 0
 end
 if now - pending_at > pending_timeout then

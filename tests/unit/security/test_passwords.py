@@ -185,3 +185,21 @@ def test_password_hash_accepts_argon2id(stored_hash: str) -> None:
 def test_password_hash_rejects_other_strings(value: object) -> None:
     with pytest.raises(ValidationError, match="invalid password_hash"):
         check_password_hash(value)
+
+
+def test_outdated_hash_failure_costs_current_time() -> None:
+    # A failed check against a hash with cheaper, older parameters must last as long as a check
+    # with the current ones, or it would tell such users apart from unknown usernames.
+    import time
+
+    from argon2 import PasswordHasher
+
+    current = Passwords(Settings())
+    current.warm_up()
+    cheap_hash = PasswordHasher(memory_cost=8192, time_cost=1, parallelism=1).hash("old-password-value")
+    started = time.perf_counter()
+    result = current.verify(cheap_hash, "wrong-password-value")
+    elapsed = time.perf_counter() - started
+
+    assert not result.ok
+    assert elapsed >= 0.9 * current._reference_seconds

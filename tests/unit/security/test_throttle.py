@@ -148,6 +148,18 @@ def test_backoff_doubles_and_caps(throttle: LoginThrottle) -> None:
     assert observed == [30, 60, 120, 240, 480, 900, 900, 900]
 
 
+def test_longest_block_keeps_backoff(throttle: LoginThrottle) -> None:
+    # Waiting out a 900 s block, and a little more, must not give a fresh set of five guesses.
+    failures(throttle, 5, T0)
+    now = T0
+    for _ in range(6):
+        rejected = throttle.attempt("shop-api", ADDRESS, now=now)
+        now += rejected.retry_after + 1
+        assert fail(throttle, now).allowed
+
+    assert throttle.attempt("shop-api", ADDRESS, now=now + 1).retry_after >= 899
+
+
 def test_retry_after_never_exceeds_900(throttle: LoginThrottle) -> None:
     now = T0
     for _ in range(40):
@@ -202,9 +214,10 @@ def test_window_counts_from_last_failure(throttle: LoginThrottle) -> None:
 
 
 def test_window_expiry_after_block_resets(throttle: LoginThrottle) -> None:
+    # The window counts from the end of the block, not from the last failure.
     failures(throttle, 5, T0)
 
-    later = T0 + USER_POLICY.window + 1
+    later = T0 + USER_POLICY.delay(5) + USER_POLICY.window + 1
     assert all(verdict.allowed for verdict in failures(throttle, 5, later))
 
 
@@ -422,7 +435,7 @@ def test_address_one_slot_after_block(throttle: LoginThrottle) -> None:
     first = throttle.attempt("real-user", ADDRESS, now=end + 1)
     second = throttle.attempt("other-user", ADDRESS, now=end + 1)
     throttle.finish("real-user", ADDRESS, outcome="succeeded", now=end + 1)
-    later = T0 + ADDRESS_POLICY.window + 1
+    later = T0 + ADDRESS_POLICY.delay(ADDRESS_POLICY.limit) + ADDRESS_POLICY.window + 1
     after_window = [throttle.attempt(f"user-{index}", ADDRESS, now=later) for index in range(2)]
 
     assert first.allowed
