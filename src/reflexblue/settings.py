@@ -1,7 +1,7 @@
 """One typed settings object, read from ``REFLEXBLUE_*`` environment variables.
 
 CLI options override the environment by setting the same variables before the settings are
-read, so worker processes started by uvicorn see exactly what the command line said.
+read, so worker processes started by uvicorn get exactly the values given on the command line.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Settings:
     throttle_address_failures: int = 50
     #: First back-off delay in seconds; it doubles with each further failure.
     throttle_base_delay: int = 30
-    #: Longest back-off delay (and Retry-After) in seconds; at most 900.
+    #: Maximum back-off delay (and Retry-After) in seconds, 900 at most.
     throttle_max_delay: int = 900
     #: Seconds after the last failure at which a key's failure count is forgotten.
     throttle_window: int = 900

@@ -270,7 +270,7 @@ async def logout(request: Request[Any, Any, Any]) -> None:
 
 
 class AdministrationAccess(msgspec.Struct):
-    """What the caller may do in one administration."""
+    """The caller's permissions and reachable API versions and resources in one administration."""
 
     administration: str
     name: str
@@ -280,7 +280,7 @@ class AdministrationAccess(msgspec.Struct):
 
 
 class PermissionsResponse(msgspec.Struct):
-    """The caller's access: user state and, per administration where it holds a role, what it reaches."""
+    """The caller's access: user state, and the access in each administration where it has a role."""
 
     username: str
     external_seat: bool

@@ -100,7 +100,7 @@ class Passwords:
     def _pad(self, started: float) -> None:
         """Make a failed check of a hash with cheaper, older parameters last as long as one with current ones.
 
-        Without this, users whose hash predates a parameter change would answer faster than
+        Without this, users whose hash predates a parameter change would fail faster than
         unknown usernames, which are checked against a current dummy hash. A hash with more
         expensive parameters cannot be sped up; its user is re-hashed at the next login.
         """

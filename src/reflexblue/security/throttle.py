@@ -103,7 +103,7 @@ class DatabaseThrottleStore:
         self._database = database
 
     def reserve(self, key: str, policy: Policy, now: float) -> Verdict:
-        """Take a slot for one password check, or say why not (blocked, or every slot in flight)."""
+        """Take a slot for one password check; a rejection tells whether the key is blocked or only busy."""
         with self._database.write() as session:
             row = _locked_row(session, key)
             if now - max(row.last_failure_at, row.blocked_until) > policy.window:
@@ -302,7 +302,7 @@ def _locked_row(session: Session, key: str) -> ThrottleCounter:
 
 
 def _storage_key(kind: str, value: str) -> str:
-    """Return the stored key: a digest, so the table holds neither usernames nor addresses in clear."""
+    """Return the stored key: a digest, so the table contains neither usernames nor addresses in clear."""
     return f"{kind}:{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 

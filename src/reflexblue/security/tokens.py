@@ -56,7 +56,7 @@ _CACHE_SIZE = 10_000
 
 
 class Rejection(str, Enum):
-    """Why a token was rejected; sent as ``error_description`` and logged."""
+    """The reason a token was rejected, sent as ``error_description`` and logged."""
 
     MISSING = "missing"
     MALFORMED = "malformed"
@@ -90,7 +90,7 @@ DESCRIPTIONS: dict[Rejection, str] = {
 
 
 class InvalidToken(Exception):
-    """The presented token cannot be accepted; ``reason`` says why."""
+    """Rejection of the presented token, with its ``reason``."""
 
     def __init__(self, reason: Rejection, detail: str = "") -> None:
         self.reason = reason

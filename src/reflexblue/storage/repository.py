@@ -463,7 +463,7 @@ def set_user_roles(session: Session, user: User, roles: list[Role], *, actor: st
 
 @dataclass(frozen=True, slots=True)
 class AccessSnapshot:
-    """What the access decision needs to know about one user, loaded in one go."""
+    """The data the access decision needs about one user, loaded in one read transaction."""
 
     user_id: str
     username: str
