@@ -9,8 +9,8 @@ from litestar import Request, Router, get
 from litestar.concurrency import sync_to_thread
 
 from reflexblue.api.auth import require_access, runtime_of
-from reflexblue.api.resources import AdministrationCode
-from reflexblue.api.problems import AUTH_ERRORS, Problem, problem_spec
+from reflexblue.api.problems import AUTH_ERRORS, problem_spec
+from reflexblue.api.resources import AdministrationCode, administration_gone
 from reflexblue.domain.access import ApiVersion, decide, reachable_resources
 from reflexblue.domain.permissions import resource_permission_key
 
@@ -52,11 +52,9 @@ def _visible(request: Request[Any, Any, Any], version: ApiVersion) -> list[tuple
 async def _name(request: Request[Any, Any, Any], code: str) -> str:
     """Return the name of an administration the guard admitted the caller to, reloading the list if it is new."""
     runtime = runtime_of(request)
-    if code not in runtime.administrations:
-        await sync_to_thread(runtime.refresh, force=True)
-    entry = runtime.administrations.get(code)
+    entry = runtime.administrations.get(code) or await sync_to_thread(runtime.administration, code)
     if entry is None:
-        raise Problem(404, "not-found", "Not found", f"Administration {code!r} no longer exists.")
+        raise administration_gone(code)
     return entry[1]
 
 

@@ -43,12 +43,9 @@ def _record_errors(extra: dict[int, Any]) -> dict[int, Any]:
 
 def _administration_id(request: Request[Any, Any, Any], code: str) -> str:
     """Return the id of an administration the guard has already admitted the caller to."""
-    entry = runtime_of(request).administrations.get(code)
+    entry = runtime_of(request).administration(code)
     if entry is None:
-        runtime_of(request).refresh(force=True)
-        entry = runtime_of(request).administrations.get(code)
-    if entry is None:
-        raise Problem(404, "not-found", "Not found", f"Administration {code!r} no longer exists.")
+        raise administration_gone(code)
     return entry[0]
 
 
@@ -62,6 +59,11 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
     except OverflowError:
         raise Problem(400, "invalid-request", "Invalid request",
                       "modified_since is out of range: use a time between years 1 and 9999 in UTC.") from None
+
+
+def administration_gone(code: str) -> Problem:
+    """Build the 404 for an administration deleted after the guard admitted the caller."""
+    return Problem(404, "not-found", "Not found", f"Administration {code!r} no longer exists.")
 
 
 def _not_found(resource: str, record_id: str) -> Problem:

@@ -9,11 +9,11 @@ from functools import partial
 from sqlalchemy import select
 
 from reflexblue.api.audit_worker import AuditWorker
+from reflexblue.notifications import AccessListener
+from reflexblue.redis_client import RedisHealth, connect
 from reflexblue.security.keys import KeySet
 from reflexblue.security.passwords import Passwords
 from reflexblue.security.principal import AccessState
-from reflexblue.notifications import AccessListener
-from reflexblue.redis_client import RedisHealth, connect
 from reflexblue.security.throttle import (
     DatabaseThrottleStore,
     FallbackThrottleStore,
@@ -93,6 +93,14 @@ class Runtime:
                                                      partial(runtime.refresh, force=True), redis_health)
             runtime.access_listener.start()
         return runtime
+
+    def administration(self, code: str) -> tuple[str, str] | None:
+        """Return (id, name) of the administration ``code``; blocking, as a new code reloads the list once."""
+        entry = self.administrations.get(code)
+        if entry is None:
+            self.refresh(force=True)
+            entry = self.administrations.get(code)
+        return entry
 
     def refresh(self, *, force: bool = False) -> None:
         """Pick up changes made by other processes; blocking, cheap when nothing changed."""

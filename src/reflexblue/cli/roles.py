@@ -141,11 +141,11 @@ def roles_revoke(state: CliState, administration: str, role_name: str, permissio
 def _change_permissions(state: CliState, administration: str, role_name: str, keys: list[str], *, add: bool) -> None:
     with state.database().write() as session:
         role = lookup.role(session, administration, role_name)
-        current = set(repository.role_permissions(session, role))
-        updated = current | set(keys) if add else current - set(keys)
-        changed = repository.set_role_permissions(session, role, sorted(updated), actor=state.actor)
+        change = repository.grant if add else repository.revoke
+        changed = change(session, role, *keys, actor=state.actor)
+        updated = repository.role_permissions(session, role)
         display = role.name
-    listing = ", ".join(sorted(updated)) or "no permissions"
+    listing = ", ".join(updated) or "no permissions"
     if changed:
         say(f"Role {display!r} of administration {administration!r} now holds: {listing}.")
     else:

@@ -397,14 +397,16 @@ def set_role_permissions(session: Session, role: Role, keys: list[str], *, actor
     return True
 
 
-def grant(session: Session, role: Role, key: str, *, actor: str) -> bool:
+def grant(session: Session, role: Role, *keys: str, actor: str) -> bool:
+    """Add ``keys`` to the role's permissions; returns whether anything changed."""
     current = role_permissions(session, role)
-    return set_role_permissions(session, role, sorted({*current, key}), actor=actor)
+    return set_role_permissions(session, role, sorted({*current, *keys}), actor=actor)
 
 
-def revoke(session: Session, role: Role, key: str, *, actor: str) -> bool:
+def revoke(session: Session, role: Role, *keys: str, actor: str) -> bool:
+    """Remove ``keys`` from the role's permissions; returns whether anything changed."""
     current = role_permissions(session, role)
-    return set_role_permissions(session, role, [k for k in current if k != key], actor=actor)
+    return set_role_permissions(session, role, [key for key in current if key not in keys], actor=actor)
 
 
 def user_roles(session: Session, user: User) -> list[Role]:
