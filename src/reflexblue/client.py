@@ -6,7 +6,7 @@
         page = api.get("/api/v2/administrations/acme/articles", params={"limit": 50}).json()
 
 The token is renewed ``renew_before`` seconds before it expires (its ``exp`` is read from the
-token itself), and once more if the server answers 401 anyway (token revoked, password changed,
+token itself), and once more if the server returns 401 anyway (token revoked, password changed,
 server keys rotated and retired). Other errors raise :class:`ApiError` carrying the RFC 9457
 problem body.
 """

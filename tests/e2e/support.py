@@ -99,7 +99,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     env: dict[str, str]
-    #: The process's working directory, which holds its log file.
+    #: The process's working directory, which contains its log file.
     work_dir: Path
 
     @property

@@ -1,4 +1,4 @@
-"""Bearer authentication and the one guard that asks the domain for access decisions.
+"""Bearer authentication and the one guard that gets access decisions from the domain.
 
 Routes declare ``opt={"version": ApiVersion, "resource": str | None}``; :func:`require_access`
 reads those, authenticates the caller and calls :func:`reflexblue.domain.access.decide`.

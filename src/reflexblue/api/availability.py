@@ -5,7 +5,7 @@ seconds (see :mod:`reflexblue.security.principal`). Requests that find a refresh
 running wait for that one instead of starting their own, so a hanging database occupies one worker
 thread, not one per request. When the refresh fails because the database is unavailable, requests
 keep using the cached access data while it is at most :data:`ACCESS_STALENESS_LIMIT` seconds old.
-After that the error is raised, and the API answers 503. A user whose snapshot is not cached
+After that the error is raised, and the API returns 503. A user whose snapshot is not cached
 always needs the database, so it gets 503 during an outage and never access.
 """
 

@@ -291,7 +291,7 @@ class PermissionsResponse(msgspec.Struct):
 @get(
     "/api/security/permissions",
     summary="What may this token do?",
-    description="Lists, per administration where the user holds a permission, the permissions (key and triple), "
+    description="Lists, per administration where the user has a permission, the permissions (key and triple), "
     "whether API v1 is allowed, and which v2 resources are reachable, with what is missing for the rest.",
     tags=["Security"],
     responses=AUTH_ERRORS,

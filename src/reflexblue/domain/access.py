@@ -1,7 +1,7 @@
 """The access decision: which permissions a call needs, and which of them the caller lacks.
 
 This is the only place that compares permission keys. Routes declare the API version and the
-resource they serve, and the guard asks :func:`decide`.
+resource they serve, and the guard calls :func:`decide`.
 """
 
 from __future__ import annotations

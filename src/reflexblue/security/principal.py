@@ -1,9 +1,9 @@
 """The request principal: token -> user -> live access snapshot, kept in memory.
 
 Each process keeps the access snapshots it has loaded and the set of revoked token ids. It polls
-the environment's ``access_epoch`` at most every ``access_refresh_interval`` seconds; when the
-epoch moved (any process changed a user, seat, role, permission, key or revocation), it drops its
-snapshots and verified tokens and reloads keys and revocations. Changes made anywhere therefore
+the environment's ``access_epoch`` at most every ``access_refresh_interval`` seconds. When the
+epoch moved, because a process changed a user, seat, role, permission, key or revocation, it
+drops its snapshots and verified tokens and reloads keys and revocations. Changes made anywhere therefore
 apply within one second, while the hot path of an authenticated request stays in memory.
 """
 

@@ -7,10 +7,10 @@ attempt that finds every slot taken by attempts still in flight waits briefly fo
 of being rejected, so correct logins sent in parallel are never throttled while fewer than
 ``limit`` failures are recorded.
 
-The failure that reaches the limit starts a block of ``base_delay`` seconds; after a block ends,
+The failure that reaches the limit starts a block of ``base_delay`` seconds. After a block ends,
 one attempt is allowed, and each further failure doubles the block, up to ``max_delay``. A
 block always ends, so the real user is never locked out for good. A successful login resets the
-username's failures; it releases the address's slot without erasing the address's failures. A
+username's failures, but only releases the address's slot without erasing its failures. A
 key starts again from zero once ``window`` seconds have passed since its last failure and since
 its last block ended, so waiting out the longest block does not reset the back-off.
 
@@ -103,7 +103,7 @@ class DatabaseThrottleStore:
         self._database = database
 
     def reserve(self, key: str, policy: Policy, now: float) -> Verdict:
-        """Take a slot for one password check; a rejection tells whether the key is blocked or only busy."""
+        """Take a slot for one password check; a rejection shows whether the key is blocked or only busy."""
         with self._database.write() as session:
             row = _locked_row(session, key)
             if now - max(row.last_failure_at, row.blocked_until) > policy.window:

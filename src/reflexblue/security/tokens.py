@@ -1,10 +1,10 @@
 """Token issue and verification with PyJWT.
 
-Verification follows RFC 8725: the algorithm comes from configuration, never from the token; the
-``kid`` is looked up only in our own key set; ``jku``, ``x5u``, ``jwk``, ``x5c`` and ``crit``
-headers are rejected without being followed; every time claim is required and must be an
-integer; ``iss`` and ``aud`` must match exactly. Any failure at all, including errors that are
-not PyJWT's own, becomes :class:`InvalidToken`.
+Verification follows RFC 8725. The algorithm comes from configuration, never from the token. The
+``kid`` is looked up only in our own key set, and ``jku``, ``x5u``, ``jwk``, ``x5c`` and ``crit``
+headers are rejected without being followed. Every time claim is required and must be an
+integer, and ``iss`` and ``aud`` must match exactly. Any failure at all, including errors that
+are not PyJWT's own, becomes :class:`InvalidToken`.
 """
 
 from __future__ import annotations
